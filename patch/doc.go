@@ -1,0 +1,9 @@
+// Package patch is habring's pure core: given a pod, the facts about its workload and its
+// ring, it decides what the Habitat Supervisor in that pod must be told (the peer list,
+// the flags, the labeler sidecar) and returns the mutated pod and the JSON patch that
+// turns the admitted pod into it.
+//
+// It owns the contract names of ../shared/DESIGN.md (annotations and labels) and the
+// peer algorithm. It must not touch the network, the API server, a clock or a logger:
+// everything it needs arrives as values, so every decision can be golden-tested.
+package patch

@@ -1,0 +1,103 @@
+package patch
+
+// The names below are API (see README "Annotations"): change them only with a migration note.
+const (
+	// LabelRing, on a pod, is set by the webhook so Services can select ring members; on a
+	// Service, it marks the Service whose EndpointSlices list the ring's live members.
+	LabelRing = "habitat.sh/ring"
+	// LabelRole is kept by the labeler: RoleLeader, RoleFollower or RoleNone.
+	LabelRole = "habitat.sh/role"
+
+	// LabelInject on a Namespace opts it in (value "enabled"); the webhook sees no other.
+	LabelInject = "habitat.sh/inject"
+
+	// AnnotationRing names the ring a workload's pods join (a DNS-1123 label).
+	AnnotationRing = "habitat.sh/ring"
+	// AnnotationTopology is passed as --topology: "standalone" or "leader".
+	AnnotationTopology = "habitat.sh/topology"
+	// AnnotationGroup is passed as --group.
+	AnnotationGroup = "habitat.sh/group"
+	// AnnotationBinds is a comma-separated list of name:service.group[@org], each a --bind.
+	AnnotationBinds = "habitat.sh/binds"
+	// AnnotationRingKeySecret is <secret>[/<key>]: HAB_RING_KEY comes from that Secret.
+	AnnotationRingKeySecret = "habitat.sh/ring-key-secret"
+	// AnnotationGatewayAuthSecret is <secret>[/<key>]: HAB_SUP_GATEWAY_AUTH_TOKEN for the
+	// Supervisor and the labeler comes from that Secret.
+	AnnotationGatewayAuthSecret = "habitat.sh/gateway-auth-secret"
+	// AnnotationPeerMode is "args" (default) or "watch-file".
+	AnnotationPeerMode = "habitat.sh/peer-mode"
+	// AnnotationContainer names the container that runs the Supervisor (default: the first).
+	AnnotationContainer = "habitat.sh/container"
+	// AnnotationLabeler is "enabled" or "disabled"; the default is enabled for the leader
+	// topology and disabled otherwise (without an election there is no role to publish).
+	AnnotationLabeler = "habitat.sh/labeler"
+	// AnnotationInject on a pod (value "disabled") opts that pod out.
+	AnnotationInject = "habitat.sh/inject"
+
+	// AnnotationStatus is set to StatusInjected on every pod the webhook mutated; it is
+	// the idempotency marker that makes reinvocation safe.
+	AnnotationStatus = "habitat.sh/status"
+	// AnnotationPeers records the injected peers, comma-separated ("" when bootstrapping).
+	AnnotationPeers = "habitat.sh/peers"
+	// AnnotationPeersReason says, for a person reading the pod, why those peers were chosen
+	// and which flags the user had already set.
+	AnnotationPeersReason = "habitat.sh/peers-reason"
+)
+
+// Values of the contract's enumerations.
+const (
+	InjectEnabled  = "enabled"
+	InjectDisabled = "disabled"
+	StatusInjected = "injected"
+
+	TopologyStandalone = "standalone"
+	TopologyLeader     = "leader"
+
+	PeerModeArgs      = "args"
+	PeerModeWatchFile = "watch-file"
+
+	LabelerEnabled  = "enabled"
+	LabelerDisabled = "disabled"
+
+	RoleLeader   = "leader"
+	RoleFollower = "follower"
+	RoleNone     = "none"
+)
+
+// Habitat Supervisor facts (../shared/habitat/README.md).
+const (
+	// GossipPort is the Supervisor's default --listen-gossip port (SWIM over UDP and
+	// rumors over TCP); a --peer without a port means this one.
+	GossipPort = 9638
+	// GatewayPort is the Supervisor's HTTP gateway (/census), which the labeler reads.
+	GatewayPort = 9631
+)
+
+// Names of what the webhook adds to a pod.
+const (
+	// LabelerContainerName is the sidecar's container name.
+	LabelerContainerName = "habring-labeler"
+	// LabelerTokenVolume holds the labeler's own projected service-account token.
+	LabelerTokenVolume = "habring-labeler-token"
+	// PeersVolume is the emptyDir shared by the labeler and the Supervisor in watch-file mode.
+	PeersVolume = "habring-peers"
+	// PeersDir is where PeersVolume is mounted in both containers.
+	PeersDir = "/var/run/habring"
+	// PeerWatchFile is the file the labeler writes and the Supervisor watches.
+	PeerWatchFile = PeersDir + "/peers"
+	// PodIPEnv carries status.podIP into the Supervisor container for --sys-ip-address.
+	PodIPEnv = "HABRING_POD_IP"
+	// RingKeyEnv and GatewayAuthEnv are the Supervisor's own environment variables.
+	RingKeyEnv     = "HAB_RING_KEY"
+	GatewayAuthEnv = "HAB_SUP_GATEWAY_AUTH_TOKEN"
+	// ServiceAccountDir is where client-go's in-cluster config looks for a token; the
+	// labeler's own token is mounted there in the labeler container only.
+	ServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+	// LabelerHealthPort serves the labeler's /healthz and /readyz.
+	LabelerHealthPort = 9646
+
+	// DefaultRingKeySecretKey and DefaultGatewayAuthSecretKey are the Secret keys read when
+	// the annotation names only the Secret.
+	DefaultRingKeySecretKey     = "ring-key"
+	DefaultGatewayAuthSecretKey = "gateway-auth-token"
+)

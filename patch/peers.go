@@ -1,0 +1,169 @@
+package patch
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// ErrNoBootstrap is the cause of a denial: the pod would have no peer and may not start
+// a ring of its own.
+var ErrNoBootstrap = errors.New("no live member and no way to bootstrap")
+
+// NoPeersError explains a denial to the user; errors.Is(err, ErrNoBootstrap) holds.
+type NoPeersError struct {
+	Ring      string
+	Namespace string
+	Detail    string // what is missing
+	Hint      string // what to change; a default applies when empty
+}
+
+func (e *NoPeersError) Error() string {
+	hint := e.Hint
+	if hint == "" {
+		hint = fmt.Sprintf("start the ring with a StatefulSet annotated habitat.sh/ring=%s (its pod 0 bootstraps it) and label its Service habitat.sh/ring=%s so members are found; the controller creates this pod again once the ring is up", e.Ring, e.Ring)
+	}
+	return fmt.Sprintf("ring %q in namespace %q has no live member and %s; %s", e.Ring, e.Namespace, e.Detail, hint)
+}
+
+func (e *NoPeersError) Unwrap() error { return ErrNoBootstrap }
+
+// Plan is the outcome of the peer algorithm.
+type Plan struct {
+	// Peers are the --peer addresses, best first: live member IPs, then stable DNS names.
+	Peers []string
+	// Permanent is true for StatefulSet members (--permanent-peer).
+	Permanent bool
+	// Reason says, for the habitat.sh/peers-reason annotation, where the peers came from.
+	Reason string
+}
+
+// Peers computes the peer list of DESIGN.md "Peer list" for a pod named podName of w,
+// at most maxPeers long. It is deterministic: the same facts give the same list.
+func Peers(podName string, w Workload, ring Ring, maxPeers int) (Plan, error) {
+	live := liveMembers(podName, ring)
+	plan := Plan{Permanent: w.Kind == KindStatefulSet}
+	present := make(map[string]bool, len(live)) // pod names already given as live IPs
+	for _, m := range live {
+		plan.Peers = append(plan.Peers, m.IP)
+		if m.PodName != "" {
+			present[m.PodName] = true
+		}
+	}
+	var names int
+	switch w.Kind {
+	case KindStatefulSet:
+		if w.Ordinal < 0 {
+			return Plan{}, fmt.Errorf("cannot tell the ordinal of pod %q of StatefulSet %q", podName, w.Name)
+		}
+		// The bootstrap scheme: pod N peers with pods 0..N-1 by their stable names, which
+		// covers Parallel pod management and a ring whose Service is not labelled yet.
+		if w.ServiceName != "" {
+			for i := range w.Ordinal {
+				pod := w.Name + "-" + strconv.Itoa(i)
+				if !present[pod] {
+					plan.Peers = append(plan.Peers, stableName(pod, w.ServiceName, ring))
+					names++
+				}
+			}
+		} else if len(live) == 0 && w.Ordinal > 0 {
+			return Plan{}, &NoPeersError{Ring: ring.Name, Namespace: ring.Namespace,
+				Detail: fmt.Sprintf("StatefulSet %q has no spec.serviceName, so pod %d has no stable names of lower ordinals to peer with", w.Name, w.Ordinal),
+				Hint:   fmt.Sprintf("set spec.serviceName to a headless Service, or label a Service that selects these pods habitat.sh/ring=%s", ring.Name)}
+		}
+	case KindDeployment:
+		if len(live) == 0 {
+			sets := slices.SortedFunc(slices.Values(ring.StatefulSets), func(a, b BootstrapSet) int { return cmp.Compare(a.Name, b.Name) })
+			for _, s := range sets {
+				if s.ServiceName == "" {
+					continue
+				}
+				for i := range s.Replicas {
+					plan.Peers = append(plan.Peers, stableName(s.Name+"-"+strconv.Itoa(int(i)), s.ServiceName, ring))
+					names++
+				}
+			}
+			if names == 0 {
+				return Plan{}, &NoPeersError{Ring: ring.Name, Namespace: ring.Namespace, Detail: "no bootstrap StatefulSet (one with replicas and spec.serviceName)"}
+			}
+		}
+	default:
+		return Plan{}, fmt.Errorf("unsupported workload kind %q", w.Kind)
+	}
+	if maxPeers > 0 && len(plan.Peers) > maxPeers {
+		plan.Peers = plan.Peers[:maxPeers]
+	}
+	plan.Reason = reason(w, len(live), names, len(plan.Peers))
+	return plan, nil
+}
+
+// liveMembers orders the ring's ready members: StatefulSet pods of the ring by ordinal,
+// then everything else by pod name, then IP; the pod itself and repeated IPs (a pod behind
+// two labelled Services) are dropped.
+func liveMembers(podName string, ring Ring) []Member {
+	type keyed struct {
+		Member
+		ordinal int // -1 when not a pod of a ring StatefulSet
+	}
+	ks := make([]keyed, 0, len(ring.Members))
+	for _, m := range ring.Members {
+		if podName != "" && m.PodName == podName {
+			continue
+		}
+		k := keyed{Member: m, ordinal: -1}
+		for _, s := range ring.StatefulSets {
+			if n := ordinalOf(s.Name, m.PodName); n >= 0 {
+				k.ordinal = n
+				break
+			}
+		}
+		ks = append(ks, k)
+	}
+	slices.SortFunc(ks, func(a, b keyed) int {
+		if (a.ordinal < 0) != (b.ordinal < 0) {
+			if a.ordinal >= 0 {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(a.ordinal, b.ordinal), cmp.Compare(a.PodName, b.PodName), cmp.Compare(a.IP, b.IP))
+	})
+	out := make([]Member, 0, len(ks))
+	seen := make(map[string]bool, len(ks))
+	for _, k := range ks {
+		if !seen[k.IP] {
+			seen[k.IP] = true
+			out = append(out, k.Member)
+		}
+	}
+	return out
+}
+
+func stableName(pod, service string, ring Ring) string {
+	return pod + "." + service + "." + ring.Namespace + ".svc." + ring.ClusterDomain
+}
+
+func reason(w Workload, live, names, total int) string {
+	var parts []string
+	if live > 0 {
+		parts = append(parts, fmt.Sprintf("%d live member(s)", live))
+	}
+	if names > 0 {
+		if w.Kind == KindStatefulSet {
+			parts = append(parts, fmt.Sprintf("%d stable name(s) of lower ordinals", names))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d stable name(s) of the ring's StatefulSets", names))
+		}
+	}
+	if len(parts) == 0 {
+		return "bootstrap: ordinal 0 of StatefulSet " + w.Name + " with no live member starts the ring"
+	}
+	s := strings.Join(parts, " and ")
+	if total < live+names {
+		s += fmt.Sprintf(", capped at %d", total)
+	}
+	return s
+}
