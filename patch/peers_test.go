@@ -1,0 +1,148 @@
+package patch
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestPeers(t *testing.T) {
+	t.Parallel()
+	sts := func(ordinal int) Workload {
+		return Workload{Kind: KindStatefulSet, Name: "db", ServiceName: "db", Ordinal: ordinal}
+	}
+	deploy := Workload{Kind: KindDeployment, Name: "web", Ordinal: -1}
+	ring := func(members ...Member) Ring {
+		return Ring{Name: "main", Namespace: "ns", ClusterDomain: "cluster.local", Members: members,
+			StatefulSets: []BootstrapSet{{Name: "db", ServiceName: "db", Replicas: 3}}}
+	}
+	name := func(i string) string { return "db-" + i + ".db.ns.svc.cluster.local" }
+	tests := map[string]struct {
+		pod       string
+		w         Workload
+		ring      Ring
+		max       int
+		want      []string
+		permanent bool
+		wantErr   error
+	}{
+		"ordinal 0, nothing live: bootstrap": {pod: "db-0", w: sts(0), ring: ring(), permanent: true},
+		"ordinal 0 re-created, others live": {pod: "db-0", w: sts(0), ring: ring(Member{"10.0.0.2", "db-2"}, Member{"10.0.0.1", "db-1"}),
+			want: []string{"10.0.0.1", "10.0.0.2"}, permanent: true},
+		"ordinal 2, nothing live: names of 0 and 1": {pod: "db-2", w: sts(2), ring: ring(), want: []string{name("0"), name("1")}, permanent: true},
+		"ordinal 2, pod 1 live: its IP, then the name of 0": {pod: "db-2", w: sts(2), ring: ring(Member{"10.0.0.1", "db-1"}),
+			want: []string{"10.0.0.1", name("0")}, permanent: true},
+		"itself excluded by name": {pod: "db-1", w: sts(1), ring: ring(Member{"10.0.0.1", "db-1"}, Member{"10.0.0.0", "db-0"}),
+			want: []string{"10.0.0.0"}, permanent: true},
+		"statefulset members by ordinal, then others by name, duplicates once": {pod: "web-x", w: deploy,
+			ring: ring(Member{"10.1.0.9", "web-b"}, Member{"10.0.0.10", "db-10"}, Member{"10.1.0.8", "web-a"}, Member{"10.0.0.2", "db-2"}, Member{"10.0.0.2", "db-2"}, Member{"10.2.0.1", ""}),
+			want: []string{"10.0.0.2", "10.0.0.10", "10.2.0.1", "10.1.0.8", "10.1.0.9"}},
+		"cap keeps the best":    {pod: "db-2", w: sts(2), ring: ring(Member{"10.0.0.1", "db-1"}), max: 1, want: []string{"10.0.0.1"}, permanent: true},
+		"deployment, live ring": {pod: "", w: deploy, ring: ring(Member{"10.1.0.1", "web-a"}), want: []string{"10.1.0.1"}},
+		"deployment, nothing live: the ring statefulset's names": {pod: "", w: deploy, ring: ring(), want: []string{name("0"), name("1"), name("2")}},
+		"deployment, nothing at all: denied":                     {pod: "", w: deploy, ring: Ring{Name: "main", Namespace: "ns"}, wantErr: ErrNoBootstrap},
+		"unknown ordinal":                                        {pod: "db-x", w: sts(-1), ring: ring(), wantErr: errAny},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			got, err := Peers(tc.pod, tc.w, tc.ring, tc.max)
+			if tc.wantErr != nil {
+				require.Error(t, err)
+				if tc.wantErr != errAny {
+					require.ErrorIs(t, err, tc.wantErr)
+				}
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got.Peers)
+			require.Equal(t, tc.permanent, got.Permanent)
+			again, _ := Peers(tc.pod, tc.w, tc.ring, tc.max)
+			require.Equal(t, got, again, "not deterministic")
+		})
+	}
+}
+
+var errAny = errors.New("any error")
+
+func TestOwnerOf(t *testing.T) {
+	t.Parallel()
+	ctrl := func(apiVersion, kind, name string) []metav1.OwnerReference {
+		return []metav1.OwnerReference{{APIVersion: apiVersion, Kind: kind, Name: name, Controller: new(true)}}
+	}
+	tests := map[string]struct {
+		refs   []metav1.OwnerReference
+		labels map[string]string
+		want   Owner
+		ok     bool
+	}{
+		"statefulset":           {refs: ctrl("apps/v1", "StatefulSet", "db"), want: Owner{KindStatefulSet, "db"}, ok: true},
+		"deployment via hash":   {refs: ctrl("apps/v1", "ReplicaSet", "web-7f9c"), labels: map[string]string{"pod-template-hash": "7f9c"}, want: Owner{KindDeployment, "web"}, ok: true},
+		"replicaset, no hash":   {refs: ctrl("apps/v1", "ReplicaSet", "web-7f9c")},
+		"hash does not match":   {refs: ctrl("apps/v1", "ReplicaSet", "web-7f9c"), labels: map[string]string{"pod-template-hash": "abcd"}},
+		"name is only the hash": {refs: ctrl("apps/v1", "ReplicaSet", "-7f9c"), labels: map[string]string{"pod-template-hash": "7f9c"}},
+		"other group":           {refs: ctrl("example.com/v1", "StatefulSet", "db")},
+		"job":                   {refs: ctrl("batch/v1", "Job", "j")},
+		"not a controller":      {refs: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db"}}},
+		"no owner":              {},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: tc.refs, Labels: tc.labels}}
+			got, ok := OwnerOf(pod)
+			require.Equal(t, tc.ok, ok)
+			require.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func TestParseSpec(t *testing.T) {
+	t.Parallel()
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "sup"}, {Name: "other"}}}}
+	tests := map[string]struct {
+		ann     map[string]string
+		want    Spec
+		wantKey string // the annotation a denial must name
+	}{
+		"ring only": {ann: map[string]string{AnnotationRing: "main"}, want: Spec{Ring: "main", PeerMode: PeerModeArgs}},
+		"everything": {ann: map[string]string{AnnotationRing: "main", AnnotationTopology: "leader", AnnotationGroup: "prod",
+			AnnotationBinds: "a:b.c, d:e.f@g,a:b.c", AnnotationRingKeySecret: "k", AnnotationGatewayAuthSecret: "g/tok",
+			AnnotationPeerMode: "watch-file", AnnotationContainer: "other"},
+			want: Spec{Ring: "main", Topology: "leader", Group: "prod", Binds: []string{"a:b.c", "d:e.f@g"},
+				RingKey: &SecretRef{"k", DefaultRingKeySecretKey}, GatewayAuth: &SecretRef{"g", "tok"},
+				PeerMode: PeerModeWatchFile, Container: "other", Labeler: true}},
+		"labeler forced on":      {ann: map[string]string{AnnotationRing: "main", AnnotationLabeler: "enabled"}, want: Spec{Ring: "main", PeerMode: PeerModeArgs, Labeler: true}},
+		"empty ring":             {ann: map[string]string{AnnotationRing: ""}, wantKey: AnnotationRing},
+		"ring with a newline":    {ann: map[string]string{AnnotationRing: "main\n--peer=1.2.3.4"}, wantKey: AnnotationRing},
+		"group with a space":     {ann: map[string]string{AnnotationRing: "main", AnnotationGroup: "a b"}, wantKey: AnnotationGroup},
+		"group with $()":         {ann: map[string]string{AnnotationRing: "main", AnnotationGroup: "$(SECRET)"}, wantKey: AnnotationGroup},
+		"bind without group":     {ann: map[string]string{AnnotationRing: "main", AnnotationBinds: "a:b"}, wantKey: AnnotationBinds},
+		"peer mode":              {ann: map[string]string{AnnotationRing: "main", AnnotationPeerMode: "dns"}, wantKey: AnnotationPeerMode},
+		"labeler":                {ann: map[string]string{AnnotationRing: "main", AnnotationLabeler: "yes"}, wantKey: AnnotationLabeler},
+		"secret with a slash":    {ann: map[string]string{AnnotationRing: "main", AnnotationRingKeySecret: "a/b/c"}, wantKey: AnnotationRingKeySecret},
+		"huge value":             {ann: map[string]string{AnnotationRing: "main", AnnotationBinds: string(make([]byte, 5000))}, wantKey: AnnotationBinds},
+		"unknown container":      {ann: map[string]string{AnnotationRing: "main", AnnotationContainer: "nope"}, wantKey: AnnotationContainer},
+		"watch-file, no labeler": {ann: map[string]string{AnnotationRing: "main", AnnotationPeerMode: "watch-file", AnnotationLabeler: "disabled"}, wantKey: AnnotationLabeler},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			got, err := ParseSpec(tc.ann, pod)
+			if tc.wantKey != "" {
+				var ae *AnnotationError
+				require.ErrorAs(t, err, &ae)
+				require.Equal(t, tc.wantKey, ae.Key)
+				require.Contains(t, err.Error(), tc.wantKey)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+		})
+	}
+	_, err := ParseSpec(map[string]string{}, pod)
+	require.ErrorIs(t, err, ErrNotInRing)
+}
