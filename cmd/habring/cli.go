@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"k8s.io/klog/v2"
+
+	"github.com/habring/habring/webhook"
+)
+
+// runners are what the subcommands start; tests replace them to check flag parsing.
+type runners struct {
+	webhook func(context.Context, webhook.Config, *slog.Logger) error
+}
+
+type command struct {
+	name, summary, usage string
+	// flags registers the command's flags on fs and returns what to run once they parse.
+	flags func(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logger) error
+}
+
+func commands() []command {
+	return []command{
+		{name: "webhook", summary: "serve the mutating admission webhook over TLS", usage: "habring webhook --tls-cert-file F --tls-key-file F --labeler-image IMAGE [flags]", flags: webhookFlags},
+	}
+}
+
+// cli runs one subcommand and returns the process exit code: 0 on success and for
+// --help, 2 for a usage error, 1 when the command failed.
+func cli(ctx context.Context, args []string, stdout, stderr io.Writer, r runners) int {
+	cmds := commands()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		topUsage(stdout, cmds)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	i := slices.IndexFunc(cmds, func(c command) bool { return c.name == args[0] })
+	if i < 0 {
+		fmt.Fprintf(stderr, "habring: unknown command %q; run 'habring --help' for the list\n", args[0])
+		return 2
+	}
+	c := cmds[i]
+	fs := flag.NewFlagSet("habring "+c.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logFormat := fs.String("log-format", "json", "log format: json or text")
+	run := c.flags(fs, r)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "%s: %s\n\nUsage: %s\n\nFlags:\n", fs.Name(), c.summary, c.usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		return 2 // flag has printed the error and the usage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "habring %s: unexpected arguments %q; see 'habring %s --help'\n", c.name, fs.Args(), c.name)
+		return 2
+	}
+	log, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "habring %s: %v\n", c.name, err)
+		return 2
+	}
+	if err := run(ctx, log); err != nil {
+		var usage usageError
+		if errors.As(err, &usage) {
+			fmt.Fprintf(stderr, "habring %s: %v\nSee 'habring %s --help'.\n", c.name, err, c.name)
+			return 2
+		}
+		log.Error("habring "+c.name+" failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// usageError marks a Config that failed validation: the user must change a flag.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+func topUsage(w io.Writer, cmds []command) {
+	fmt.Fprintln(w, "habring runs Habitat Supervisor rings on Kubernetes: an admission webhook computes each pod's peers.")
+	fmt.Fprintln(w, "\nUsage: habring <command> [flags]\n\nCommands:")
+	for _, c := range cmds {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'habring <command> --help' for a command's flags.")
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	var h slog.Handler
+	switch strings.ToLower(format) {
+	case "json":
+		h = slog.NewJSONHandler(w, opts)
+	case "text":
+		h = slog.NewTextHandler(w, opts)
+	default:
+		return nil, fmt.Errorf("--log-format %q: want json or text", format)
+	}
+	log := slog.New(h)
+	klog.SetSlogLogger(log) // client-go logs through klog; one logger for everything
+	return log, nil
+}
+
+func webhookFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logger) error {
+	cfg := webhook.Defaults()
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTPS address to serve /mutate, /healthz, /readyz and /metrics on")
+	fs.StringVar(&cfg.TLSCertFile, "tls-cert-file", "", "serving certificate (PEM); reloaded when it changes (required)")
+	fs.StringVar(&cfg.TLSKeyFile, "tls-key-file", "", "serving key (PEM); reloaded when it changes (required)")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account")
+	fs.StringVar(&cfg.LabelerImage, "labeler-image", "", "image of the labeler sidecar, normally habring's own (required)")
+	fs.IntVar(&cfg.MaxPeers, "max-peers", cfg.MaxPeers, "most --peer addresses given to one Supervisor (1-64)")
+	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", cfg.ClusterDomain, "cluster DNS domain, for StatefulSet pods' stable names")
+	fs.StringVar(&cfg.SidecarMode, "sidecar-mode", cfg.SidecarMode, "labeler as a native sidecar (native), a regular container (container), or native when the API server is 1.29+ (auto)")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "bound on one admission's work; keep below the webhook configuration's timeoutSeconds")
+	fs.DurationVar(&cfg.ShutdownDelay, "shutdown-delay", cfg.ShutdownDelay, "on SIGTERM, how long /readyz fails before the listener closes")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGTERM, how long in-flight requests may take to finish")
+	return func(ctx context.Context, log *slog.Logger) error {
+		if err := cfg.Validate(); err != nil {
+			return usageError{err}
+		}
+		return r.webhook(ctx, cfg, log)
+	}
+}

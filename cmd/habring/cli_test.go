@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/habring/habring/webhook"
+)
+
+func TestWebhookFlags(t *testing.T) {
+	t.Parallel()
+	var got webhook.Config
+	r := runners{webhook: func(_ context.Context, c webhook.Config, _ *slog.Logger) error { got = c; return nil }}
+	var out, errb bytes.Buffer
+	code := cli(t.Context(), []string{"webhook", "--tls-cert-file=c", "--tls-key-file=k", "--labeler-image=img", "--max-peers=3",
+		"--cluster-domain=corp.example", "--sidecar-mode=container", "--request-timeout=2s", "--shutdown-delay=0s"}, &out, &errb, r)
+	require.Equal(t, 0, code, errb.String())
+	want := webhook.Defaults()
+	want.TLSCertFile, want.TLSKeyFile, want.LabelerImage, want.MaxPeers = "c", "k", "img", 3
+	want.ClusterDomain, want.SidecarMode, want.RequestTimeout, want.ShutdownDelay = "corp.example", webhook.SidecarContainer, 2*time.Second, 0
+	require.Equal(t, want, got)
+}
+
+func TestCLIErrors(t *testing.T) {
+	t.Parallel()
+	never := runners{webhook: func(context.Context, webhook.Config, *slog.Logger) error { panic("must not run") }}
+	tests := map[string]struct {
+		args   []string
+		code   int
+		stdout string // substring
+		stderr string // substring
+	}{
+		"no command":      {args: nil, code: 2, stdout: "Commands:\n  webhook"},
+		"help":            {args: []string{"--help"}, code: 0, stdout: "Run 'habring <command> --help'"},
+		"unknown command": {args: []string{"serve"}, code: 2, stderr: `unknown command "serve"; run 'habring --help' for the list`},
+		"webhook help":    {args: []string{"webhook", "--help"}, code: 0, stdout: "-max-peers int\n    \tmost --peer addresses given to one Supervisor (1-64) (default 5)"},
+		"unknown flag":    {args: []string{"webhook", "--nope"}, code: 2, stderr: "flag provided but not defined: -nope"},
+		"missing required": {args: []string{"webhook"}, code: 2,
+			stderr: "--tls-cert-file and --tls-key-file are required (cert-manager's Secret mount: tls.crt, tls.key)\n--labeler-image is required"},
+		"bad values": {args: []string{"webhook", "--tls-cert-file=c", "--tls-key-file=k", "--labeler-image=i", "--max-peers=0", "--sidecar-mode=maybe", "--listen=8443"}, code: 2,
+			stderr: "--listen \"8443\": want host:port, e.g. :8443\n--max-peers 0: want 1 to 64\n--sidecar-mode \"maybe\": want auto, native or container"},
+		"bad log level": {args: []string{"webhook", "--log-level=loud"}, code: 2, stderr: `--log-level "loud": want debug, info, warn or error`},
+		"stray args":    {args: []string{"webhook", "extra"}, code: 2, stderr: `unexpected arguments ["extra"]`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var out, errb bytes.Buffer
+			require.Equal(t, tc.code, cli(t.Context(), tc.args, &out, &errb, never), "stderr: %s", errb.String())
+			require.Contains(t, out.String(), tc.stdout)
+			require.Contains(t, errb.String(), tc.stderr)
+		})
+	}
+}
+
+func TestRunFailureExitsOne(t *testing.T) {
+	t.Parallel()
+	r := runners{webhook: func(context.Context, webhook.Config, *slog.Logger) error { return errors.New("listen: address in use") }}
+	var out, errb bytes.Buffer
+	require.Equal(t, 1, cli(t.Context(), []string{"webhook", "--tls-cert-file=c", "--tls-key-file=k", "--labeler-image=i"}, &out, &errb, r))
+	require.Contains(t, errb.String(), `"msg":"habring webhook failed","err":"listen: address in use"`)
+}

@@ -1,0 +1,19 @@
+// Command habring is the Habitat ring webhook, its labeler sidecar and its offline
+// renderer, in one binary. See `habring --help`.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/habring/habring/webhook"
+)
+
+func main() {
+	// The one place signals are handled: SIGTERM from kubelet starts a graceful shutdown.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(cli(ctx, os.Args[1:], os.Stdout, os.Stderr, runners{webhook: webhook.Run}))
+}

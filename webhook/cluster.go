@@ -1,0 +1,254 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/habring/habring/patch"
+)
+
+const ringIndex = "habring-ring" // namespace/ring
+
+var deploymentsGVR = appsv1.SchemeGroupVersion.WithResource("deployments")
+
+// Cluster answers patch.Source from informer caches: StatefulSets (typed), Deployments
+// (metadata only) and the EndpointSlices labelled habitat.sh/ring. The caches keep only
+// what admission reads, so memory grows with the ring workloads rather than the cluster.
+// A workload missing from the cache (created a moment before its first pod) is fetched
+// from the API server; it is never silently skipped.
+type Cluster struct {
+	client kubernetes.Interface
+	meta   metadata.Interface
+
+	statefulSets    appslisters.StatefulSetLister
+	statefulSetRing cache.Indexer
+	deployments     cache.GenericLister
+	slices          cache.Indexer
+	synced          []cache.InformerSynced
+	start           []func(<-chan struct{})
+
+	metrics *Metrics
+}
+
+// NewCluster builds the informers; Start runs them.
+func NewCluster(client kubernetes.Interface, meta metadata.Interface, m *Metrics) (*Cluster, error) {
+	c := &Cluster{client: client, meta: meta, metrics: m}
+
+	all := informers.NewSharedInformerFactory(client, resyncNever)
+	sts := all.Apps().V1().StatefulSets()
+	if err := sts.Informer().SetTransform(trimStatefulSet); err != nil {
+		return nil, fmt.Errorf("statefulset transform: %w", err)
+	}
+	if err := sts.Informer().AddIndexers(cache.Indexers{ringIndex: statefulSetRing}); err != nil {
+		return nil, fmt.Errorf("statefulset index: %w", err)
+	}
+	c.statefulSets, c.statefulSetRing = sts.Lister(), sts.Informer().GetIndexer()
+
+	ringOnly := informers.NewSharedInformerFactoryWithOptions(client, resyncNever, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.LabelSelector = patch.LabelRing
+	}))
+	es := ringOnly.Discovery().V1().EndpointSlices().Informer()
+	if err := es.SetTransform(trimEndpointSlice); err != nil {
+		return nil, fmt.Errorf("endpointslice transform: %w", err)
+	}
+	if err := es.AddIndexers(cache.Indexers{ringIndex: endpointSliceRing}); err != nil {
+		return nil, fmt.Errorf("endpointslice index: %w", err)
+	}
+	c.slices = es.GetIndexer()
+
+	md := metadatainformer.NewSharedInformerFactory(meta, resyncNever)
+	dep := md.ForResource(deploymentsGVR)
+	if err := dep.Informer().SetTransform(trimMetadata); err != nil {
+		return nil, fmt.Errorf("deployment transform: %w", err)
+	}
+	c.deployments = dep.Lister()
+
+	c.synced = []cache.InformerSynced{sts.Informer().HasSynced, es.HasSynced, dep.Informer().HasSynced}
+	c.start = []func(<-chan struct{}){all.Start, ringOnly.Start, md.Start}
+	return c, nil
+}
+
+// Start runs the informers until ctx ends.
+func (c *Cluster) Start(ctx context.Context) {
+	for _, s := range c.start {
+		s(ctx.Done())
+	}
+}
+
+// WaitForSync blocks until every cache has synced or ctx ends.
+func (c *Cluster) WaitForSync(ctx context.Context) bool {
+	ok := cache.WaitForCacheSync(ctx.Done(), c.synced...)
+	if ok && c.metrics != nil {
+		c.metrics.CacheSynced.Set(1)
+	}
+	return ok
+}
+
+// Synced reports whether every cache has synced.
+func (c *Cluster) Synced() bool {
+	for _, s := range c.synced {
+		if !s() {
+			return false
+		}
+	}
+	return true
+}
+
+// Workload implements patch.Source.
+func (c *Cluster) Workload(ctx context.Context, ns string, o patch.Owner, pod *corev1.Pod) (patch.Workload, error) {
+	switch o.Kind {
+	case patch.KindStatefulSet:
+		sts, err := c.statefulSets.StatefulSets(ns).Get(o.Name)
+		if apierrors.IsNotFound(err) {
+			c.lookup(o.Kind, "api")
+			sts, err = c.client.AppsV1().StatefulSets(ns).Get(ctx, o.Name, metav1.GetOptions{})
+		} else {
+			c.lookup(o.Kind, "cache")
+		}
+		if err != nil {
+			return patch.Workload{}, lookupError(err)
+		}
+		return patch.StatefulSetWorkload(sts, pod), nil
+	case patch.KindDeployment:
+		obj, err := c.deployments.ByNamespace(ns).Get(o.Name)
+		var m metav1.Object
+		if apierrors.IsNotFound(err) {
+			c.lookup(o.Kind, "api")
+			m, err = c.meta.Resource(deploymentsGVR).Namespace(ns).Get(ctx, o.Name, metav1.GetOptions{})
+		} else if err == nil {
+			c.lookup(o.Kind, "cache")
+			m, err = meta.Accessor(obj)
+		}
+		if err != nil {
+			return patch.Workload{}, lookupError(err)
+		}
+		return patch.Workload{Kind: patch.KindDeployment, Name: m.GetName(), Annotations: m.GetAnnotations(), Ordinal: -1}, nil
+	}
+	return patch.Workload{}, fmt.Errorf("unsupported owner kind %q", o.Kind)
+}
+
+// Ring implements patch.Source from the caches alone: they are the live state, and an
+// API server that stops answering leaves them serving what they last saw.
+func (c *Cluster) Ring(_ context.Context, ns, ring string) (patch.Ring, error) {
+	key := ns + "/" + ring
+	objs, err := c.slices.ByIndex(ringIndex, key)
+	if err != nil {
+		return patch.Ring{}, fmt.Errorf("endpointslice index: %w", err)
+	}
+	slices := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		slices = append(slices, o.(*discoveryv1.EndpointSlice))
+	}
+	objs, err = c.statefulSetRing.ByIndex(ringIndex, key)
+	if err != nil {
+		return patch.Ring{}, fmt.Errorf("statefulset index: %w", err)
+	}
+	sets := make([]*appsv1.StatefulSet, 0, len(objs))
+	for _, o := range objs {
+		sets = append(sets, o.(*appsv1.StatefulSet))
+	}
+	return patch.Ring{Members: patch.Members(slices), StatefulSets: patch.BootstrapSets(sets)}, nil
+}
+
+func (c *Cluster) lookup(kind, source string) {
+	if c.metrics != nil {
+		c.metrics.OwnerLookups.WithLabelValues(kind, source).Inc()
+	}
+}
+
+func lookupError(err error) error {
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("%w: %w", patch.ErrOwnerNotFound, err)
+	}
+	var status apierrors.APIStatus
+	if errors.As(err, &status) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("API server: %w", err)
+	}
+	return err
+}
+
+func statefulSetRing(obj any) ([]string, error) {
+	s, ok := obj.(*appsv1.StatefulSet)
+	if !ok {
+		return nil, nil
+	}
+	if r := patch.RingAnnotation(s.Annotations, s.Spec.Template.Annotations); r != "" {
+		return []string{s.Namespace + "/" + r}, nil
+	}
+	return nil, nil
+}
+
+func endpointSliceRing(obj any) ([]string, error) {
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return nil, nil
+	}
+	return []string{s.Namespace + "/" + s.Labels[patch.LabelRing]}, nil
+}
+
+// Transforms: what the caches keep. Admission reads habitat.sh/ annotations, a
+// StatefulSet's serviceName, replicas and template annotations, and EndpointSlice
+// endpoints; managedFields, last-applied-configuration and pod templates can each be
+// larger than everything else together.
+
+func trimStatefulSet(obj any) (any, error) {
+	s, ok := obj.(*appsv1.StatefulSet)
+	if !ok {
+		return obj, nil
+	}
+	s.ManagedFields = nil
+	s.Annotations = habitatOnly(s.Annotations)
+	s.Spec.Template = corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: habitatOnly(s.Spec.Template.Annotations)}}
+	s.Spec.VolumeClaimTemplates = nil
+	s.Status = appsv1.StatefulSetStatus{}
+	return s, nil
+}
+
+func trimEndpointSlice(obj any) (any, error) {
+	if s, ok := obj.(*discoveryv1.EndpointSlice); ok {
+		s.ManagedFields = nil
+		s.Annotations = nil
+	}
+	return obj, nil
+}
+
+func trimMetadata(obj any) (any, error) {
+	if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+		m.ManagedFields = nil
+		m.Annotations = habitatOnly(m.Annotations)
+	}
+	return obj, nil
+}
+
+func habitatOnly(in map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range in {
+		if strings.HasPrefix(k, "habitat.sh/") {
+			if out == nil {
+				out = make(map[string]string, 4)
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// resyncNever documents the informers' resync period: admission reads the caches on
+// demand, so periodic resyncs would only cost CPU.
+const resyncNever time.Duration = 0

@@ -1,0 +1,7 @@
+// Package webhook is habring's admission server: it decodes AdmissionReview requests,
+// asks package patch what to do with the pod, and answers with a JSON patch or a denial.
+// It owns the HTTP surface (/mutate, /healthz, /readyz, /metrics), the informer caches
+// that answer patch.Source, the metrics and the server's life cycle.
+//
+// It must not decide anything about peers or pod contents itself: that is package patch.
+package webhook

@@ -1,0 +1,170 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	sigsjson "sigs.k8s.io/json"
+
+	"github.com/habring/habring/patch"
+)
+
+// MaxRequestBytes bounds an AdmissionReview body. An object is at most 1.5 MiB in etcd
+// (its default --max-request-bytes); a review carries the object and, for updates, the old
+// one, JSON-encoded with escaping. 7 MiB is the bound controller-runtime settled on for
+// the same reasons; anything larger is not from a real API server.
+const MaxRequestBytes = 7 << 20
+
+var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
+
+// Handler serves /mutate.
+type Handler struct {
+	Source  patch.Source
+	Options patch.Options
+	Metrics *Metrics
+	Log     *slog.Logger
+	// Timeout bounds the work for one request (the owner GET on a cache miss); it must
+	// stay below the webhook configuration's timeoutSeconds.
+	Timeout time.Duration
+}
+
+// badRequest is an HTTP 400: the body is not an AdmissionReview we can answer.
+type badRequest struct{ reason string }
+
+func (e badRequest) Error() string { return e.reason }
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	review, err := decodeReview(w, r)
+	if err != nil {
+		h.observe(start, OutcomeErrored, "bad-request")
+		h.Log.Debug("bad admission request", "remote", r.RemoteAddr, "err", err)
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	ctx := r.Context()
+	if h.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.Timeout)
+		defer cancel()
+	}
+	resp, outcome, reason := h.review(ctx, review.Request)
+	resp.UID = review.Request.UID
+	out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
+	body, err := json.Marshal(&out)
+	if err != nil { // cannot happen for these types; never answer half a response
+		h.observe(start, OutcomeErrored, "encode")
+		http.Error(w, "encode response: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(body)
+	h.observe(start, outcome, reason)
+}
+
+func (h *Handler) observe(start time.Time, outcome, reason string) {
+	h.Metrics.Requests.WithLabelValues(outcome, reason).Inc()
+	h.Metrics.Duration.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+}
+
+func decodeReview(w http.ResponseWriter, r *http.Request) (*admissionv1.AdmissionReview, error) {
+	if r.Method != http.MethodPost {
+		return nil, badRequest{"method " + r.Method + " not allowed; the API server POSTs AdmissionReviews"}
+	}
+	ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || ct != "application/json" {
+		return nil, badRequest{fmt.Sprintf("content type %q not supported; want application/json", r.Header.Get("Content-Type"))}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, badRequest{fmt.Sprintf("body larger than %d bytes", MaxRequestBytes)}
+	case err != nil:
+		return nil, badRequest{"read body: " + err.Error()}
+	case len(body) == 0:
+		return nil, badRequest{"empty body; want an AdmissionReview"}
+	}
+	var review admissionv1.AdmissionReview
+	if err := unmarshal(body, &review); err != nil {
+		return nil, badRequest{"body is not an AdmissionReview: " + err.Error()}
+	}
+	if review.APIVersion != admissionv1.SchemeGroupVersion.String() || review.Kind != "AdmissionReview" {
+		return nil, badRequest{fmt.Sprintf("got apiVersion %q kind %q; want admission.k8s.io/v1 AdmissionReview (set admissionReviewVersions: [v1])", review.APIVersion, review.Kind)}
+	}
+	if review.Request == nil {
+		return nil, badRequest{"AdmissionReview has no request"}
+	}
+	if review.Request.UID == "" {
+		return nil, badRequest{"AdmissionReview request has no uid"}
+	}
+	return &review, nil
+}
+
+// review decides one request. Dry-run requests take exactly the same path: nothing here
+// writes anywhere (sideEffects: None).
+func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest) (resp *admissionv1.AdmissionResponse, outcome, reason string) {
+	log := h.Log.With("uid", req.UID, "namespace", req.Namespace, "name", req.Name)
+	if req.Resource != podResource || req.SubResource != "" {
+		msg := fmt.Sprintf("habring mutates pods only, but was sent %s %s; fix the webhook configuration's rules", req.Resource.String(), req.SubResource)
+		log.Warn("request for a resource habring does not handle", "resource", req.Resource.String(), "subResource", req.SubResource)
+		return deny(http.StatusBadRequest, metav1.StatusReasonBadRequest, msg), OutcomeDenied, "wrong-resource"
+	}
+	if req.Operation != admissionv1.Create {
+		return &admissionv1.AdmissionResponse{Allowed: true}, OutcomeSkipped, "not-create"
+	}
+	var pod corev1.Pod
+	if err := unmarshal(req.Object.Raw, &pod); err != nil {
+		return deny(http.StatusBadRequest, metav1.StatusReasonBadRequest, "request object is not a Pod: "+err.Error()), OutcomeErrored, "bad-object"
+	}
+	d, err := patch.Admit(ctx, &pod, req.Namespace, h.Source, h.Options)
+	log = log.With("ring", d.Spec.Ring, "owner", d.Owner.Kind+"/"+d.Owner.Name)
+	var ae *patch.AnnotationError
+	switch {
+	case errors.As(err, &ae):
+		log.Info("denied: invalid annotation", "annotation", ae.Key, "err", err)
+		return deny(http.StatusBadRequest, metav1.StatusReasonInvalid, err.Error()), OutcomeDenied, "invalid-annotation"
+	case errors.Is(err, patch.ErrNoBootstrap):
+		log.Info("denied: no peers", "err", err)
+		return deny(http.StatusForbidden, metav1.StatusReasonForbidden, err.Error()), OutcomeDenied, "no-peers"
+	case errors.Is(err, patch.ErrOwnerNotFound):
+		log.Info("denied: owner not found", "err", err)
+		return deny(http.StatusNotFound, metav1.StatusReasonNotFound, err.Error()), OutcomeDenied, "owner-not-found"
+	case err != nil:
+		// Not the user's fault (the API server did not answer a cache miss in time, say):
+		// fail the request so the controller retries, rather than admit a pod without peers.
+		log.Error("admission failed", "err", err)
+		return deny(http.StatusInternalServerError, metav1.StatusReasonInternalError, "habring could not decide: "+err.Error()), OutcomeErrored, "internal"
+	case d.Skip != "":
+		log.Debug("skipped", "reason", d.Skip)
+		return &admissionv1.AdmissionResponse{Allowed: true}, OutcomeSkipped, d.Skip
+	}
+	p, err := json.Marshal(d.Result.Patch)
+	if err != nil {
+		return deny(http.StatusInternalServerError, metav1.StatusReasonInternalError, "encode patch: "+err.Error()), OutcomeErrored, "internal"
+	}
+	log.Debug("injected", "peers", d.Result.Plan.Peers, "reason", d.Result.Plan.Reason)
+	pt := admissionv1.PatchTypeJSONPatch
+	return &admissionv1.AdmissionResponse{Allowed: true, Patch: p, PatchType: &pt}, OutcomeInjected, ""
+}
+
+// unmarshal decodes JSON the way the API server does: keys match case-sensitively.
+// encoding/json would read "metAdata" as metadata, and a patch computed from that view
+// would name paths ("/metadata/...") that the raw object does not have.
+func unmarshal(data []byte, v any) error {
+	return sigsjson.UnmarshalCaseSensitivePreserveInts(data, v)
+}
+
+func deny(code int32, reason metav1.StatusReason, msg string) *admissionv1.AdmissionResponse {
+	return &admissionv1.AdmissionResponse{Result: &metav1.Status{Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg}}
+}

@@ -1,0 +1,205 @@
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/apimachinery/pkg/util/version"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/habring/habring/certs"
+	"github.com/habring/habring/patch"
+)
+
+// Readiness says whether this replica should be sent requests.
+type Readiness func() error
+
+// NewRouter serves /mutate, /healthz, /readyz and /metrics. Every route recovers from a
+// panic with HTTP 500 and a count in habring_panics_total: a bug answers one request
+// badly, it never takes the server down or admits a half-mutated pod.
+func NewRouter(h http.Handler, ready Readiness, m *Metrics, log *slog.Logger) *mux.Router {
+	r := mux.NewRouter()
+	r.Use(recoverer(m, log))
+	r.Handle("/mutate", h)
+	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	r.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	r.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	return r
+}
+
+func recoverer(m *Metrics, log *slog.Logger) mux.MiddlewareFunc {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				if p := recover(); p != nil {
+					if p == http.ErrAbortHandler { //nolint:errorlint // a sentinel panic value, compared as net/http does
+						panic(p)
+					}
+					m.Panics.Inc()
+					log.Error("panic serving request", "path", r.URL.Path, "panic", fmt.Sprint(p))
+					http.Error(w, "internal error", http.StatusInternalServerError)
+				}
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// Run serves the webhook until ctx ends, then shuts down gracefully: /readyz fails for
+// ShutdownDelay, the listener closes, and in-flight requests finish.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	rc, err := restConfig(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	rc.UserAgent = "habring-webhook"
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	meta, err := metadata.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("metadata client: %w", err)
+	}
+	native, err := nativeSidecars(cfg.SidecarMode, client.Discovery())
+	if err != nil {
+		return err
+	}
+	m := NewMetrics()
+	reloader, err := certs.NewReloader(cfg.TLSCertFile, cfg.TLSKeyFile, log)
+	if err != nil {
+		return fmt.Errorf("serving certificate: %w (is the cert-manager Certificate ready and its Secret mounted?)", err)
+	}
+	reloader.OnLoad = func(leaf *x509.Certificate) { m.CertNotAfter.Set(float64(leaf.NotAfter.Unix())) }
+	m.CertNotAfter.Set(float64(reloader.Leaf().NotAfter.Unix()))
+
+	cluster, err := NewCluster(client, meta, m)
+	if err != nil {
+		return err
+	}
+	h := &Handler{Source: cluster, Metrics: m, Log: log, Timeout: cfg.RequestTimeout, Options: patch.Options{
+		MaxPeers: cfg.MaxPeers, ClusterDomain: cfg.ClusterDomain, LabelerImage: cfg.LabelerImage, NativeSidecar: native}}
+
+	var stopping atomic.Bool
+	ready := func() error {
+		switch {
+		case stopping.Load():
+			return errors.New("shutting down")
+		case !cluster.Synced():
+			return errors.New("caches not synced yet")
+		}
+		return certReady(reloader.Leaf(), time.Now())
+	}
+	srv := &http.Server{
+		Handler:           NewRouter(h, ready, m, log),
+		TLSConfig:         &tls.Config{GetCertificate: reloader.GetCertificate, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug), // TLS handshake noise from probes
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another process using the port? change --listen)", cfg.Listen, err)
+	}
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	go func() {
+		if err := reloader.Run(runCtx); err != nil {
+			log.Error("certificate watch stopped; relying on restarts for rotation", "err", err)
+		}
+	}()
+	cluster.Start(runCtx)
+	go func() {
+		if cluster.WaitForSync(runCtx) {
+			log.Info("caches synced")
+		}
+	}()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
+	log.Info("serving", "addr", ln.Addr().String(), "nativeSidecar", native, "maxPeers", cfg.MaxPeers)
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "delay", cfg.ShutdownDelay)
+	stopping.Store(true)
+	time.Sleep(cfg.ShutdownDelay)
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer scancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// certReady fails for a certificate that is missing, not yet valid or expired: the API
+// server would refuse the handshake with an x509 error that does not say what to fix.
+func certReady(leaf *x509.Certificate, now time.Time) error {
+	switch {
+	case leaf == nil:
+		return errors.New("no serving certificate loaded")
+	case now.After(leaf.NotAfter):
+		return fmt.Errorf("serving certificate expired at %s; check the cert-manager Certificate and its Issuer", leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(leaf.NotBefore):
+		return fmt.Errorf("serving certificate not valid before %s; check this node's clock", leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		rc, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster config: %w (outside a cluster, pass --kubeconfig)", err)
+		}
+		return rc, nil
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+	}
+	return rc, nil
+}
+
+// nativeSidecars resolves --sidecar-mode. Native sidecars (restartPolicy: Always on an
+// init container) are on by default since Kubernetes 1.29.
+func nativeSidecars(mode string, d discovery.ServerVersionInterface) (bool, error) {
+	switch mode {
+	case SidecarNative:
+		return true, nil
+	case SidecarContainer:
+		return false, nil
+	}
+	info, err := d.ServerVersion()
+	if err != nil {
+		return false, fmt.Errorf("read the API server version for --sidecar-mode=auto: %w (or set --sidecar-mode=native|container)", err)
+	}
+	v, err := version.ParseGeneric(info.GitVersion)
+	if err != nil {
+		return false, fmt.Errorf("parse API server version %q: %w (set --sidecar-mode=native|container)", info.GitVersion, err)
+	}
+	return v.AtLeast(version.MajorMinor(1, 29)), nil
+}
