@@ -44,7 +44,7 @@ type Plan struct {
 // Peers computes the peer list of DESIGN.md "Peer list" for a pod named podName of w,
 // at most maxPeers long. It is deterministic: the same facts give the same list.
 func Peers(podName string, w Workload, ring Ring, maxPeers int) (Plan, error) {
-	live := liveMembers(podName, ring)
+	live := LiveMembers(podName, ring)
 	plan := Plan{Permanent: w.Kind == KindStatefulSet}
 	present := make(map[string]bool, len(live)) // pod names already given as live IPs
 	for _, m := range live {
@@ -100,10 +100,10 @@ func Peers(podName string, w Workload, ring Ring, maxPeers int) (Plan, error) {
 	return plan, nil
 }
 
-// liveMembers orders the ring's ready members: StatefulSet pods of the ring by ordinal,
+// LiveMembers orders the ring's ready members: StatefulSet pods of the ring by ordinal,
 // then everything else by pod name, then IP; the pod itself and repeated IPs (a pod behind
-// two labelled Services) are dropped.
-func liveMembers(podName string, ring Ring) []Member {
+// two labelled Services) are dropped. The labeler uses it for the peer watch file.
+func LiveMembers(podName string, ring Ring) []Member {
 	type keyed struct {
 		Member
 		ordinal int // -1 when not a pod of a ring StatefulSet

@@ -7,17 +7,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 
 	"k8s.io/klog/v2"
 
+	"github.com/habring/habring/labeler"
 	"github.com/habring/habring/webhook"
 )
 
 // runners are what the subcommands start; tests replace them to check flag parsing.
 type runners struct {
 	webhook func(context.Context, webhook.Config, *slog.Logger) error
+	labeler func(context.Context, labeler.Config, *slog.Logger) error
 }
 
 type command struct {
@@ -29,6 +32,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{name: "webhook", summary: "serve the mutating admission webhook over TLS", usage: "habring webhook --tls-cert-file F --tls-key-file F --labeler-image IMAGE [flags]", flags: webhookFlags},
+		{name: "labeler", summary: "sidecar: keep this pod's habitat.sh/role label equal to its Supervisor's election role", usage: "habring labeler [flags]  (pod name and namespace from HABRING_POD_NAME, HABRING_POD_NAMESPACE)", flags: labelerFlags},
 	}
 }
 
@@ -139,5 +143,27 @@ func webhookFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logge
 			return usageError{err}
 		}
 		return r.webhook(ctx, cfg, log)
+	}
+}
+
+func labelerFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logger) error {
+	cfg := labeler.Defaults()
+	cfg.GatewayToken = os.Getenv("HAB_SUP_GATEWAY_AUTH_TOKEN") // a secret: environment only, never a flag
+	fs.StringVar(&cfg.Gateway, "gateway", cfg.Gateway, "the Supervisor's HTTP gateway; HAB_SUP_GATEWAY_AUTH_TOKEN is sent as a Bearer token when set")
+	fs.DurationVar(&cfg.Interval, "interval", cfg.Interval, "time between /census reads (jittered; backs off while the gateway fails)")
+	fs.DurationVar(&cfg.StaleAfter, "stale-after", cfg.StaleAfter, "how long the last label is kept while /census fails before it becomes none")
+	fs.StringVar(&cfg.ServiceGroup, "service-group", "", "census group to publish, e.g. redis.default; empty: the one group the local member is in")
+	fs.StringVar(&cfg.PodName, "pod-name", os.Getenv("HABRING_POD_NAME"), "this pod's name (default $HABRING_POD_NAME)")
+	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("HABRING_POD_NAMESPACE"), "this pod's namespace (default $HABRING_POD_NAMESPACE)")
+	fs.StringVar(&cfg.Ring, "ring", "", "the ring's name (habitat.sh/ring), for --peer-watch-file")
+	fs.StringVar(&cfg.PeerWatchFile, "peer-watch-file", "", "keep this file filled with the ring's live member IPs (watch-file mode)")
+	fs.IntVar(&cfg.MaxPeers, "max-peers", cfg.MaxPeers, "most lines in --peer-watch-file")
+	fs.StringVar(&cfg.HealthListen, "health-listen", cfg.HealthListen, "address for /healthz, /readyz and /metrics")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the token mounted into this container")
+	return func(ctx context.Context, log *slog.Logger) error {
+		if err := cfg.Validate(); err != nil {
+			return usageError{err}
+		}
+		return r.labeler(ctx, cfg, log)
 	}
 }

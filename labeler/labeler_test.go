@@ -1,0 +1,306 @@
+package labeler
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/ptr"
+
+	"github.com/habring/habring/patch"
+)
+
+func readCensus(t *testing.T, name string) *Census {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	require.NoError(t, err)
+	var c Census
+	require.NoError(t, json.Unmarshal(b, &c))
+	return &c
+}
+
+func TestDecide(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		file, group     string
+		role, wantGroup string
+		ambiguous       bool
+	}{
+		{file: "census_leader.json", role: patch.RoleLeader, wantGroup: "redis.default"},
+		{file: "census_follower.json", role: patch.RoleFollower, wantGroup: "redis.default"},
+		{file: "census_election_in_progress.json", role: patch.RoleNone, wantGroup: "redis.default"},
+		// leader_id still names this member and its leader flag is still set: not a leader.
+		{file: "census_no_quorum.json", role: patch.RoleNone, wantGroup: "redis.default"},
+		{file: "census_standalone.json", role: patch.RoleNone, wantGroup: "nginx.default"},
+		{file: "sample-census-output.json", role: patch.RoleNone, wantGroup: "builder-router.default"},
+		{file: "census_leader.json", group: "redis.default", role: patch.RoleLeader, wantGroup: "redis.default"},
+		{file: "census_leader.json", group: "redis.prod", role: patch.RoleNone, wantGroup: "redis.prod"},
+		{file: "sample-census-output.json", group: "builder-api.default", role: patch.RoleNone, wantGroup: "builder-api.default"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.file+"/"+tc.group, func(t *testing.T) {
+			t.Parallel()
+			role, group, err := Decide(readCensus(t, tc.file), tc.group)
+			require.NoError(t, err)
+			require.Equal(t, tc.role, role)
+			require.Equal(t, tc.wantGroup, group)
+		})
+	}
+	t.Run("member of two groups", func(t *testing.T) {
+		t.Parallel()
+		c := readCensus(t, "census_leader.json")
+		g := c.Groups["redis.default"]
+		c.Groups["sentinel.default"] = g
+		_, _, err := Decide(c, "")
+		require.ErrorIs(t, err, ErrAmbiguousGroup)
+		require.EqualError(t, err, "local member belongs to several service groups: redis.default, sentinel.default; set --service-group to one of them")
+	})
+	t.Run("not loaded yet", func(t *testing.T) {
+		t.Parallel()
+		role, _, err := Decide(&Census{LocalMemberID: "x"}, "")
+		require.NoError(t, err)
+		require.Equal(t, patch.RoleNone, role)
+	})
+}
+
+func TestGatewayErrors(t *testing.T) {
+	t.Parallel()
+	leader, err := os.ReadFile("testdata/census_leader.json")
+	require.NoError(t, err)
+	tests := map[string]struct {
+		handler http.HandlerFunc
+		token   string
+		want    string // error substring; "" means success
+	}{
+		"ok": {handler: func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(leader) }},
+		"token sent": {token: "s3cret", handler: func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "Bearer s3cret" {
+				http.Error(w, "", http.StatusUnauthorized)
+				return
+			}
+			_, _ = w.Write(leader)
+		}},
+		"401":      {handler: func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "", 401) }, want: "401 Unauthorized: the gateway auth token is missing or wrong"},
+		"redacted": {handler: func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "", 404) }, want: "HAB_FEAT_REDACT_HTTP"},
+		"500":      {handler: func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "", 500) }, want: "supervisor gateway answered 500 Internal Server Error"},
+		"malformed": {handler: func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"census_groups":`)) },
+			want: "census is not valid JSON: unexpected end of JSON input"},
+		"not a census": {handler: func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{}`)) }, want: "census has no local_member_id"},
+		"huge": {handler: func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = w.Write([]byte(`{"x":"`))
+			chunk := []byte(strings.Repeat("a", 1<<20))
+			for range 9 {
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+		}, want: "census larger than 8388608 bytes; not read"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(tc.handler)
+			t.Cleanup(srv.Close)
+			g := &Gateway{URL: srv.URL, Token: tc.token, Client: srv.Client()}
+			c, err := g.Census(t.Context())
+			if tc.want == "" {
+				require.NoError(t, err)
+				require.Equal(t, "e4b3a1f07c2d4e8b9a6f5d3c2b1a0e9f", c.LocalMemberID)
+				return
+			}
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+	_, err = (&Gateway{URL: "http://127.0.0.1:1", Client: http.DefaultClient}).Census(t.Context())
+	require.ErrorContains(t, err, "supervisor gateway: ")
+}
+
+// supervisor is an httptest Supervisor whose census the test changes over time.
+type supervisor struct {
+	mu   sync.Mutex
+	body []byte // nil: gateway down (503)
+}
+
+func (s *supervisor) set(t *testing.T, file string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if file == "" {
+		s.body = nil
+		return
+	}
+	b, err := os.ReadFile(filepath.Join("testdata", file))
+	require.NoError(t, err)
+	s.body = b
+}
+
+func (s *supervisor) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.body == nil {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write(s.body)
+}
+
+func TestRoleFollowsCensus(t *testing.T) {
+	t.Parallel()
+	sup := &supervisor{}
+	sup.set(t, "census_follower.json")
+	srv := httptest.NewServer(sup)
+	t.Cleanup(srv.Close)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-1", Namespace: "shop", Labels: map[string]string{"app": "redis"}}}
+	other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-0", Namespace: "shop"}}
+	client := fake.NewClientset(pod, other)
+	var mu sync.Mutex
+	var writes []string // "name: patch body", in order
+	client.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		p := a.(k8stesting.PatchAction)
+		mu.Lock()
+		writes = append(writes, p.GetName()+": "+string(p.GetPatch()))
+		mu.Unlock()
+		return false, nil, nil // let the tracker apply it
+	})
+	written := func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), writes...) }
+
+	cfg := Defaults()
+	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = srv.URL, "redis-1", "shop", "127.0.0.1:0"
+	cfg.Interval, cfg.StaleAfter = 10*time.Millisecond, 300*time.Millisecond
+	require.NoError(t, cfg.Validate())
+	l := New(cfg, client, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- l.Run(ctx) }()
+
+	label := func(role string) string { return `redis-1: {"metadata":{"labels":{"habitat.sh/role":"` + role + `"}}}` }
+	waitFor := func(want ...string) {
+		t.Helper()
+		require.Eventually(t, func() bool { return len(written()) == len(want) }, 5*time.Second, 5*time.Millisecond, "writes: %v", written())
+		require.Equal(t, want, written())
+	}
+	waitFor(label("follower"))
+	time.Sleep(50 * time.Millisecond) // several more reads of the same census: no more writes
+	waitFor(label("follower"))
+
+	sup.set(t, "census_election_in_progress.json")
+	waitFor(label("follower"), label("none"))
+	sup.set(t, "census_leader.json")
+	waitFor(label("follower"), label("none"), label("leader"))
+	require.True(t, l.censusOK.Load())
+
+	// Gateway down: the label stays "leader" until --stale-after, then becomes "none".
+	down := time.Now()
+	sup.set(t, "")
+	require.Eventually(t, func() bool { return !l.censusOK.Load() }, 5*time.Second, 5*time.Millisecond)
+	waitFor(label("follower"), label("none"), label("leader"), label("none"))
+	require.GreaterOrEqual(t, time.Since(down), cfg.StaleAfter-cfg.Interval, "label dropped before --stale-after")
+
+	cancel()
+	require.NoError(t, <-done)
+	got, err := client.CoreV1().Pods("shop").Get(t.Context(), "redis-1", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"app": "redis", patch.LabelRole: "none"}, got.Labels)
+	untouched, err := client.CoreV1().Pods("shop").Get(t.Context(), "redis-0", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Empty(t, untouched.Labels)
+}
+
+func TestKeepsExistingLabelWithoutWriting(t *testing.T) {
+	t.Parallel()
+	sup := &supervisor{}
+	sup.set(t, "census_leader.json")
+	srv := httptest.NewServer(sup)
+	t.Cleanup(srv.Close)
+	client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-0", Namespace: "shop", Labels: map[string]string{patch.LabelRole: "leader"}}})
+	var patches atomic.Int32
+	client.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) { patches.Add(1); return false, nil, nil })
+	cfg := Defaults()
+	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = srv.URL, "redis-0", "shop", "127.0.0.1:0"
+	cfg.Interval = 5 * time.Millisecond
+	l := New(cfg, client, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { _ = l.Run(ctx) }()
+	require.Eventually(t, l.censusOK.Load, 5*time.Second, 5*time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	require.Zero(t, patches.Load(), "a restart of the labeler rewrote an unchanged label")
+}
+
+func TestPeerFile(t *testing.T) {
+	t.Parallel()
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "redis-x", Namespace: "shop", Labels: map[string]string{patch.LabelRing: "main"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{
+			{Addresses: []string{"10.0.0.12"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-2"}},
+			{Addresses: []string{"10.0.0.11"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false)}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-1"}},
+			{Addresses: []string{"10.0.0.10"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-0"}},
+			{Addresses: []string{"10.0.0.13"}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-3"}}, // unset ready counts as ready
+		},
+	}
+	require.Equal(t, "10.0.0.10\n10.0.0.12\n10.0.0.13\n", PeerFile("redis-9", []*discoveryv1.EndpointSlice{slice}, 5))
+	require.Equal(t, "10.0.0.12\n10.0.0.13\n", PeerFile("redis-0", []*discoveryv1.EndpointSlice{slice}, 5), "itself excluded")
+	require.Equal(t, "10.0.0.10\n", PeerFile("redis-9", []*discoveryv1.EndpointSlice{slice}, 1))
+	require.Empty(t, PeerFile("redis-0", nil, 5))
+
+	// Run keeps the file up to date from the watch, and /readyz turns ready once written.
+	dir := t.TempDir()
+	client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-9", Namespace: "shop"}})
+	cfg := Defaults()
+	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = "http://127.0.0.1:1", "redis-9", "shop", "127.0.0.1:0"
+	cfg.Ring, cfg.PeerWatchFile = "main", filepath.Join(dir, "peers")
+	require.NoError(t, cfg.Validate())
+	l := New(cfg, client, slog.New(slog.DiscardHandler))
+	ready := func() int {
+		w := httptest.NewRecorder()
+		l.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return w.Code
+	}
+	require.Equal(t, http.StatusServiceUnavailable, ready())
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() { _ = l.Run(ctx) }()
+	read := func() string { b, _ := os.ReadFile(cfg.PeerWatchFile); return string(b) }
+	require.Eventually(t, func() bool { return ready() == http.StatusOK }, 5*time.Second, 5*time.Millisecond)
+	require.Empty(t, read(), "no members yet: an empty file, so a bootstrapping Supervisor starts alone")
+	_, err := client.DiscoveryV1().EndpointSlices("shop").Create(t.Context(), slice, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return read() == "10.0.0.10\n10.0.0.12\n10.0.0.13\n" }, 5*time.Second, 5*time.Millisecond, "file: %q", read())
+	other := slice.DeepCopy()
+	other.Name, other.Labels = "other-ring", map[string]string{patch.LabelRing: "cache"}
+	other.Endpoints = other.Endpoints[:1]
+	other.Endpoints[0].Addresses = []string{"10.9.9.9"}
+	_, err = client.DiscoveryV1().EndpointSlices("shop").Create(t.Context(), other, metav1.CreateOptions{})
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond)
+	require.Equal(t, "10.0.0.10\n10.0.0.12\n10.0.0.13\n", read(), "another ring's members leaked in")
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	c := Defaults()
+	c.Gateway, c.StaleAfter, c.PeerWatchFile, c.MaxPeers = "127.0.0.1:9631", time.Second, "/x", 0
+	require.EqualError(t, c.Validate(), strings.Join([]string{
+		`--gateway "127.0.0.1:9631": want an http:// URL`,
+		"--stale-after 1s: want at least --interval (5s)",
+		"--pod-name and --namespace are required (the webhook sets HABRING_POD_NAME and HABRING_POD_NAMESPACE from the downward API)",
+		"--peer-watch-file needs --ring",
+		"--max-peers 0: want at least 1",
+	}, "\n"))
+}
