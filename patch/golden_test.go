@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -21,7 +20,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
@@ -35,12 +33,10 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden.json from the
 // workloads of its namespace and the ring's EndpointSlices. A first line
 // "# options: max-peers=2 native-sidecar=false" changes the webhook's options.
 type goldenCase struct {
-	pod          *corev1.Pod
-	rawPod       []byte // the Pod document as JSON, with any field the Go types do not know
-	statefulSets []*appsv1.StatefulSet
-	deployments  []*appsv1.Deployment
-	slices       []*discoveryv1.EndpointSlice
-	opts         patch.Options
+	pod    *corev1.Pod
+	rawPod []byte // the Pod document as JSON, with any field the Go types do not know
+	objs   patch.Objects
+	opts   patch.Options
 }
 
 // outcome is what a golden file holds: exactly one field is set.
@@ -114,7 +110,7 @@ func TestGolden(t *testing.T) {
 // admit runs patch.Admit on pod with the case's files as the cluster.
 func admit(t *testing.T, c *goldenCase, pod *corev1.Pod) (outcome, *patch.Result) {
 	t.Helper()
-	d, err := patch.Admit(context.Background(), pod, c.pod.Namespace, fileSource{c}, c.opts)
+	d, err := patch.Admit(context.Background(), pod, c.pod.Namespace, &c.objs, c.opts)
 	switch {
 	case err != nil:
 		return outcome{Denied: err.Error()}, nil
@@ -125,48 +121,11 @@ func admit(t *testing.T, c *goldenCase, pod *corev1.Pod) (outcome, *patch.Result
 	return outcome{Patch: d.Result.Patch}, d.Result
 }
 
-// fileSource answers patch.Source from a golden case.
-type fileSource struct{ c *goldenCase }
-
-func (s fileSource) Workload(_ context.Context, ns string, o patch.Owner, pod *corev1.Pod) (patch.Workload, error) {
-	switch o.Kind {
-	case patch.KindStatefulSet:
-		for _, sts := range s.c.statefulSets {
-			if sts.Name == o.Name && sts.Namespace == ns {
-				return patch.StatefulSetWorkload(sts, pod), nil
-			}
-		}
-	case patch.KindDeployment:
-		for _, d := range s.c.deployments {
-			if d.Name == o.Name && d.Namespace == ns {
-				return patch.Workload{Kind: patch.KindDeployment, Name: d.Name, Annotations: d.Annotations, Ordinal: -1}, nil
-			}
-		}
-	}
-	return patch.Workload{}, fmt.Errorf("%w: %v", patch.ErrOwnerNotFound, apierrors.NewNotFound(appsv1.Resource(strings.ToLower(o.Kind)+"s"), o.Name))
-}
-
-func (s fileSource) Ring(_ context.Context, ns, ring string) (patch.Ring, error) {
-	var sets []*appsv1.StatefulSet
-	for _, sts := range s.c.statefulSets {
-		if sts.Namespace == ns && patch.RingAnnotation(sts.Annotations, sts.Spec.Template.Annotations) == ring {
-			sets = append(sets, sts)
-		}
-	}
-	var slices []*discoveryv1.EndpointSlice
-	for _, es := range s.c.slices {
-		if es.Namespace == ns && es.Labels[patch.LabelRing] == ring {
-			slices = append(slices, es)
-		}
-	}
-	return patch.Ring{Members: patch.Members(slices), StatefulSets: patch.BootstrapSets(sets)}, nil
-}
-
 func workloadOf(t *testing.T, c *goldenCase, pod *corev1.Pod) patch.Workload {
 	t.Helper()
 	o, ok := patch.OwnerOf(pod)
 	require.True(t, ok)
-	w, err := fileSource{c}.Workload(context.Background(), c.pod.Namespace, o, pod)
+	w, err := c.objs.Workload(context.Background(), c.pod.Namespace, o, pod)
 	require.NoError(t, err)
 	return w
 }
@@ -211,11 +170,11 @@ func loadCase(t *testing.T, path string) *goldenCase {
 			c.rawPod, err = yaml.YAMLToJSON(doc)
 			require.NoError(t, err)
 		case *appsv1.StatefulSet:
-			c.statefulSets = append(c.statefulSets, o)
+			c.objs.StatefulSets = append(c.objs.StatefulSets, o)
 		case *appsv1.Deployment:
-			c.deployments = append(c.deployments, o)
+			c.objs.Deployments = append(c.objs.Deployments, o)
 		case *discoveryv1.EndpointSlice:
-			c.slices = append(c.slices, o)
+			c.objs.EndpointSlices = append(c.objs.EndpointSlices, o)
 		default:
 			t.Fatalf("%s: unexpected %T", path, obj)
 		}

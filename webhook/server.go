@@ -203,3 +203,32 @@ func nativeSidecars(mode string, d discovery.ServerVersionInterface) (bool, erro
 	}
 	return v.AtLeast(version.MajorMinor(1, 29)), nil
 }
+
+// LiveRing starts the webhook's caches against the cluster in kubeconfig and returns them
+// once synced, for `habring render --kubeconfig`.
+func LiveRing(ctx context.Context, kubeconfig string) (*Cluster, error) {
+	rc, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	rc.UserAgent = "habring-render"
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	meta, err := metadata.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("metadata client: %w", err)
+	}
+	c, err := NewCluster(client, meta, nil)
+	if err != nil {
+		return nil, err
+	}
+	c.Start(ctx)
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if !c.WaitForSync(sctx) {
+		return nil, fmt.Errorf("caches of %s did not sync in 30s: is the API server reachable, and may this user list statefulsets, deployments and endpointslices?", rc.Host)
+	}
+	return c, nil
+}

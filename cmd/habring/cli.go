@@ -14,6 +14,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/habring/habring/labeler"
+	"github.com/habring/habring/patch"
+	"github.com/habring/habring/render"
 	"github.com/habring/habring/webhook"
 )
 
@@ -21,6 +23,8 @@ import (
 type runners struct {
 	webhook func(context.Context, webhook.Config, *slog.Logger) error
 	labeler func(context.Context, labeler.Config, *slog.Logger) error
+	stdin   io.Reader
+	stdout  io.Writer
 }
 
 type command struct {
@@ -32,6 +36,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{name: "webhook", summary: "serve the mutating admission webhook over TLS", usage: "habring webhook --tls-cert-file F --tls-key-file F --labeler-image IMAGE [flags]", flags: webhookFlags},
+		{name: "render", summary: "print the pods StatefulSet/Deployment manifests would create, as habring admits them", usage: "habring render -f FILE|- [--kubeconfig K] [flags]", flags: renderFlags},
 		{name: "labeler", summary: "sidecar: keep this pod's habitat.sh/role label equal to its Supervisor's election role", usage: "habring labeler [flags]  (pod name and namespace from HABRING_POD_NAME, HABRING_POD_NAMESPACE)", flags: labelerFlags},
 	}
 }
@@ -165,5 +170,56 @@ func labelerFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logge
 			return usageError{err}
 		}
 		return r.labeler(ctx, cfg, log)
+	}
+}
+
+func renderFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logger) error {
+	var file, kubeconfig, namespace, sidecar string
+	opts := patch.Options{MaxPeers: patch.DefaultMaxPeers, ClusterDomain: patch.DefaultClusterDomain, LabelerImage: render.DefaultImage}
+	fs.StringVar(&file, "f", "", "manifests to render (multi-document YAML); - reads standard input (required)")
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "read the ring's live members from this cluster; empty renders offline (no live member)")
+	fs.StringVar(&namespace, "namespace", "default", "namespace for manifests that name none")
+	fs.StringVar(&opts.LabelerImage, "labeler-image", opts.LabelerImage, "labeler sidecar image to show")
+	fs.IntVar(&opts.MaxPeers, "max-peers", opts.MaxPeers, "most --peer addresses per Supervisor, as the webhook's --max-peers")
+	fs.StringVar(&opts.ClusterDomain, "cluster-domain", opts.ClusterDomain, "cluster DNS domain, as the webhook's --cluster-domain")
+	fs.StringVar(&sidecar, "sidecar-mode", webhook.SidecarNative, "labeler as a native sidecar (native) or a regular container (container)")
+	return func(ctx context.Context, log *slog.Logger) error {
+		switch {
+		case file == "":
+			return usageError{errors.New("-f is required: a file of StatefulSet/Deployment manifests, or - for standard input")}
+		case sidecar != webhook.SidecarNative && sidecar != webhook.SidecarContainer:
+			return usageError{fmt.Errorf("--sidecar-mode %q: want native or container", sidecar)}
+		}
+		opts.NativeSidecar = sidecar == webhook.SidecarNative
+		var data []byte
+		var err error
+		if file == "-" {
+			data, err = io.ReadAll(r.stdin)
+		} else {
+			data, err = os.ReadFile(file)
+		}
+		if err != nil {
+			return fmt.Errorf("read manifests: %w", err)
+		}
+		objs, skipped, err := render.Parse(data, namespace)
+		if err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		for _, s := range skipped {
+			log.Info("not a workload; skipped", "object", s)
+		}
+		var ring patch.Source = objs
+		if kubeconfig != "" {
+			live, err := webhook.LiveRing(ctx, kubeconfig)
+			if err != nil {
+				return err
+			}
+			ring = live
+		}
+		pods, renderErr := render.Render(ctx, objs, ring, opts)
+		if err := render.YAML(r.stdout, pods); err != nil {
+			return err
+		}
+		return renderErr
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,4 +88,23 @@ func TestLabelerFlags(t *testing.T) {
 	errb.Reset()
 	require.Equal(t, 2, cli(t.Context(), []string{"labeler"}, &out, &errb, r))
 	require.Contains(t, errb.String(), "--pod-name and --namespace are required")
+}
+
+func TestRender(t *testing.T) {
+	t.Parallel()
+	in, err := os.ReadFile("../../examples/ring.yaml")
+	require.NoError(t, err)
+	var out, errb bytes.Buffer
+	r := runners{stdin: bytes.NewReader(in), stdout: &out}
+	require.Equal(t, 0, cli(t.Context(), []string{"render", "-f", "-", "--max-peers=1", "--sidecar-mode=container"}, &out, &errb, r), errb.String())
+	require.Equal(t, 4, strings.Count(out.String(), "kind: Pod\n"))
+	require.Contains(t, out.String(), "- --peer=hab-bastion-0.hab-bastion.shop.svc.cluster.local\n    - --permanent-peer")
+	require.NotContains(t, out.String(), "--peer=hab-bastion-1", "--max-peers=1 not applied")
+
+	errb.Reset()
+	require.Equal(t, 2, cli(t.Context(), []string{"render"}, &out, &errb, r))
+	require.Contains(t, errb.String(), "-f is required")
+	errb.Reset()
+	require.Equal(t, 1, cli(t.Context(), []string{"render", "-f", "no-such-file.yaml"}, &out, &errb, r))
+	require.Contains(t, errb.String(), "no-such-file.yaml: no such file or directory")
 }

@@ -16,5 +16,5 @@ func main() {
 	// The one place signals are handled: SIGTERM from kubelet starts a graceful shutdown.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(cli(ctx, os.Args[1:], os.Stdout, os.Stderr, runners{webhook: webhook.Run, labeler: labeler.Run}))
+	os.Exit(cli(ctx, os.Args[1:], os.Stdout, os.Stderr, runners{webhook: webhook.Run, labeler: labeler.Run, stdin: os.Stdin, stdout: os.Stdout}))
 }

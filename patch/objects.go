@@ -1,0 +1,56 @@
+package patch
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+)
+
+// Objects is a Source over objects held in memory: render's input files and the golden
+// tests. It answers exactly as the webhook's caches would for the same objects.
+type Objects struct {
+	StatefulSets   []*appsv1.StatefulSet
+	Deployments    []*appsv1.Deployment
+	EndpointSlices []*discoveryv1.EndpointSlice
+}
+
+// Workload implements Source.
+func (o *Objects) Workload(_ context.Context, ns string, owner Owner, pod *corev1.Pod) (Workload, error) {
+	switch owner.Kind {
+	case KindStatefulSet:
+		for _, s := range o.StatefulSets {
+			if s.Name == owner.Name && s.Namespace == ns {
+				return StatefulSetWorkload(s, pod), nil
+			}
+		}
+	case KindDeployment:
+		for _, d := range o.Deployments {
+			if d.Name == owner.Name && d.Namespace == ns {
+				return Workload{Kind: KindDeployment, Name: d.Name, Annotations: d.Annotations, Ordinal: -1}, nil
+			}
+		}
+	}
+	return Workload{}, fmt.Errorf("%w: %w", ErrOwnerNotFound, apierrors.NewNotFound(appsv1.Resource(strings.ToLower(owner.Kind)+"s"), owner.Name))
+}
+
+// Ring implements Source.
+func (o *Objects) Ring(_ context.Context, ns, ring string) (Ring, error) {
+	var sets []*appsv1.StatefulSet
+	for _, s := range o.StatefulSets {
+		if s.Namespace == ns && RingAnnotation(s.Annotations, s.Spec.Template.Annotations) == ring {
+			sets = append(sets, s)
+		}
+	}
+	var slices []*discoveryv1.EndpointSlice
+	for _, es := range o.EndpointSlices {
+		if es.Namespace == ns && es.Labels[LabelRing] == ring {
+			slices = append(slices, es)
+		}
+	}
+	return Ring{Members: Members(slices), StatefulSets: BootstrapSets(sets)}, nil
+}
