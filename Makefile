@@ -29,14 +29,14 @@ verify: ## fail on gofmt, go vet, go mod tidy drift and stale golden files
 	$(GO) vet ./...
 	@$(GO) mod tidy; \
 	  if ! git diff --quiet -- go.mod go.sum; then git diff -- go.mod go.sum; echo "go mod tidy changed go.mod/go.sum: commit the result"; exit 1; fi
-	$(GO) test -count=1 ./patch -run TestGolden -update
-	@if ! git diff --quiet -- patch/testdata; then git diff --stat -- patch/testdata; echo "golden files are stale: read 'git diff patch/testdata', then commit"; exit 1; fi
+	$(GO) test -count=1 ./patch ./render -run TestGolden -update
+	@if ! git diff --quiet -- patch/testdata render/testdata; then git diff --stat -- patch/testdata render/testdata; echo "golden files are stale: read 'git diff patch/testdata render/testdata', then commit"; exit 1; fi
 
 .PHONY: fuzz
 fuzz: ## fuzz the admission request path for FUZZTIME (default 2m)
 	$(GO) test ./webhook -run '^$$' -fuzz FuzzMutate -fuzztime $(FUZZTIME)
 
 .PHONY: golden
-golden: ## rewrite patch/testdata/*.golden.json (read the diff before committing)
-	$(GO) test ./patch -run TestGolden -update
-	git diff --stat -- patch/testdata
+golden: ## rewrite the golden files of patch/ and render/ (read the diff before committing)
+	$(GO) test ./patch ./render -run TestGolden -update
+	git diff --stat -- patch/testdata render/testdata

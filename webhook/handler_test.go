@@ -90,7 +90,16 @@ type fixture struct {
 // cached objects are in the informers' initial lists; the rest only answer GETs.
 func newFixture(t testing.TB, objs []runtime.Object, deployments ...*metav1.PartialObjectMetadata) *fixture {
 	t.Helper()
+	return newFixtureWith(t, nil, objs, deployments...)
+}
+
+// newFixtureWith lets setup add reactors before the informers start.
+func newFixtureWith(t testing.TB, setup func(*fake.Clientset), objs []runtime.Object, deployments ...*metav1.PartialObjectMetadata) *fixture {
+	t.Helper()
 	client := fake.NewClientset(objs...)
+	if setup != nil {
+		setup(client)
+	}
 	scheme := metadatafake.NewTestScheme()
 	require.NoError(t, metav1.AddMetaToScheme(scheme))
 	mobjs := make([]runtime.Object, 0, len(deployments))
@@ -258,12 +267,15 @@ func TestReview(t *testing.T) {
 
 func TestOwnerCacheMissFallsBackToGET(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, nil)
-	// Created after the caches synced and, through the reactor below, invisible to the
-	// informer: only a GET finds it.
-	f.client.PrependWatchReactor("statefulsets", func(k8stesting.Action) (bool, watch.Interface, error) { return true, nil, errors.New("no watch") })
-	_, err := f.client.AppsV1().StatefulSets(ns).Create(t.Context(), ringSTS("late", 1), metav1.CreateOptions{})
-	require.NoError(t, err)
+	// The informer lists and watches nothing, as if the StatefulSet had been created a
+	// moment ago and its watch event were still on the way: only a GET finds it.
+	f := newFixtureWith(t, func(c *fake.Clientset) {
+		c.PrependReactor("list", "statefulsets", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, &appsv1.StatefulSetList{}, nil
+		})
+		c.PrependWatchReactor("statefulsets", func(k8stesting.Action) (bool, watch.Interface, error) { return true, watch.NewFake(), nil })
+	}, nil)
+	require.NoError(t, f.client.Tracker().Add(ringSTS("late", 1)))
 	resp := responseOf(t, post(t, f.router, reviewBody(t, admissionv1.Create, stsPod("late", 0), nil)))
 	require.True(t, resp.Allowed)
 	require.NotNil(t, resp.Patch)

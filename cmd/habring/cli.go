@@ -11,8 +11,6 @@ import (
 	"slices"
 	"strings"
 
-	"k8s.io/klog/v2"
-
 	"github.com/habring/habring/labeler"
 	"github.com/habring/habring/patch"
 	"github.com/habring/habring/render"
@@ -25,6 +23,9 @@ type runners struct {
 	labeler func(context.Context, labeler.Config, *slog.Logger) error
 	stdin   io.Reader
 	stdout  io.Writer
+	// global, when set, installs the logger process-wide (client-go logs through klog);
+	// only main sets it, so parallel tests never share global state.
+	global func(*slog.Logger)
 }
 
 type command struct {
@@ -84,6 +85,9 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer, r runners
 		fmt.Fprintf(stderr, "habring %s: %v\n", c.name, err)
 		return 2
 	}
+	if r.global != nil {
+		r.global(log)
+	}
 	if err := run(ctx, log); err != nil {
 		var usage usageError
 		if errors.As(err, &usage) {
@@ -125,9 +129,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	default:
 		return nil, fmt.Errorf("--log-format %q: want json or text", format)
 	}
-	log := slog.New(h)
-	klog.SetSlogLogger(log) // client-go logs through klog; one logger for everything
-	return log, nil
+	return slog.New(h), nil
 }
 
 func webhookFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logger) error {

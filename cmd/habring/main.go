@@ -8,6 +8,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"k8s.io/klog/v2"
+
 	"github.com/habring/habring/labeler"
 	"github.com/habring/habring/webhook"
 )
@@ -16,5 +18,8 @@ func main() {
 	// The one place signals are handled: SIGTERM from kubelet starts a graceful shutdown.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(cli(ctx, os.Args[1:], os.Stdout, os.Stderr, runners{webhook: webhook.Run, labeler: labeler.Run, stdin: os.Stdin, stdout: os.Stdout}))
+	os.Exit(cli(ctx, os.Args[1:], os.Stdout, os.Stderr, runners{
+		webhook: webhook.Run, labeler: labeler.Run, stdin: os.Stdin, stdout: os.Stdout,
+		global: klog.SetSlogLogger, // client-go logs through klog: one logger for everything
+	}))
 }
