@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -21,6 +22,31 @@ type CA struct {
 	key  crypto.Signer
 	// PEM is the CA certificate, for a webhook configuration's caBundle.
 	PEM []byte
+}
+
+// Key is the CA's private key (for writing it where another process signs with it).
+func (ca *CA) Key() crypto.Signer { return ca.key }
+
+// LoadCA reads a CA from PEM: a certificate and a PKCS#8 private key.
+func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return nil, errors.New("CA certificate or key is not PEM")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse CA certificate: %w", err)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse CA key: %w", err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("CA key of type %T cannot sign", key)
+	}
+	return &CA{Cert: cert, key: signer, PEM: certPEM}, nil
 }
 
 // NewCA makes a self-signed CA valid for validity.

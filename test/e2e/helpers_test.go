@@ -1,0 +1,164 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/habring/habring/patch"
+)
+
+var nsMu sync.Mutex
+
+// namespace creates a fresh namespace, opted in or not, deleted when the test ends.
+func namespace(t *testing.T, e *environment, optIn bool) string {
+	t.Helper()
+	nsMu.Lock()
+	nsCounter++
+	name := fmt.Sprintf("e2e-%d-%s", nsCounter, strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())))
+	nsMu.Unlock()
+	if len(name) > 63 {
+		name = strings.TrimRight(name[:63], "-")
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if optIn {
+		ns.Labels = map[string]string{patch.LabelInject: patch.InjectEnabled}
+	}
+	_, err := e.client.CoreV1().Namespaces().Create(t.Context(), ns, metav1.CreateOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = e.client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	// Service accounts come from a controller; pods are refused until "default" exists.
+	require.Eventually(t, func() bool {
+		_, err := e.client.CoreV1().ServiceAccounts(name).Get(t.Context(), "default", metav1.GetOptions{})
+		return err == nil
+	}, 30*time.Second, 100*time.Millisecond)
+	return name
+}
+
+func container(name string) corev1.Container {
+	return corev1.Container{Name: name, Image: "habitat/" + name + ":e2e"}
+}
+
+// ringService is a headless Service labelled with the ring, selecting app=<name>.
+func ringService(t *testing.T, e *environment, ns, name, ring string) {
+	t.Helper()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{patch.LabelRing: ring}},
+		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: map[string]string{"app": name},
+			Ports: []corev1.ServicePort{{Name: "gossip", Port: 9638}}},
+	}
+	_, err := e.client.CoreV1().Services(ns).Create(t.Context(), svc, metav1.CreateOptions{})
+	require.NoError(t, err)
+}
+
+func statefulSet(ns, name string, replicas int32, ann map[string]string) *appsv1.StatefulSet {
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: ann},
+		Spec: appsv1.StatefulSetSpec{
+			ServiceName: name, Replicas: ptr.To(replicas), PodManagementPolicy: appsv1.OrderedReadyPodManagement,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{container(name)}},
+			},
+		},
+	}
+}
+
+func deployment(ns, name string, replicas int32, ann map[string]string) *appsv1.Deployment {
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: ann},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{container(name)}},
+			},
+		},
+	}
+}
+
+func ring(name string) map[string]string { return map[string]string{patch.AnnotationRing: name} }
+
+// readyPods waits until n pods with app=<app> are Ready with an IP, and returns them by name.
+func readyPods(t *testing.T, e *environment, ns, app string, n int, timeout time.Duration) []corev1.Pod {
+	t.Helper()
+	var pods []corev1.Pod
+	require.Eventually(t, func() bool {
+		list, err := e.client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=" + app})
+		if err != nil {
+			return false
+		}
+		pods = pods[:0]
+		for _, p := range list.Items {
+			if p.DeletionTimestamp == nil && p.Status.PodIP != "" && isReady(&p) {
+				pods = append(pods, p)
+			}
+		}
+		return len(pods) == n
+	}, timeout, 200*time.Millisecond, "want %d ready pods of %s/%s, have %d", n, ns, app, len(pods))
+	slices.SortFunc(pods, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
+	return pods
+}
+
+func isReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func peers(p *corev1.Pod) []string {
+	v, ok := p.Annotations[patch.AnnotationPeers]
+	if !ok || v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
+}
+
+func peerArgs(p *corev1.Pod) []string {
+	var out []string
+	for _, a := range p.Spec.Containers[0].Args {
+		if v, ok := strings.CutPrefix(a, "--peer="); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// requireInjected checks the pod went through habring and its args match its annotation.
+func requireInjected(t *testing.T, p *corev1.Pod) {
+	t.Helper()
+	require.Equal(t, patch.StatusInjected, p.Annotations[patch.AnnotationStatus], "pod %s was not injected", p.Name)
+	require.Equal(t, peers(p), peerArgs(p), "pod %s: --peer args differ from %s", p.Name, patch.AnnotationPeers)
+}
+
+func stableName(ns, sts string, i int) string {
+	return fmt.Sprintf("%s-%d.%s.%s.svc.cluster.local", sts, i, sts, ns)
+}
+
+func events(t *testing.T, e *environment, ns, kind string) []string {
+	t.Helper()
+	list, err := e.client.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.kind=" + kind})
+	require.NoError(t, err)
+	var out []string
+	for _, ev := range list.Items {
+		out = append(out, ev.Reason+": "+ev.Message)
+	}
+	return out
+}
