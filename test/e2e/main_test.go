@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -140,6 +141,22 @@ func (w *webhookProcess) rotate() error {
 	return certs.WriteAtomic(w.certDir, map[string][]byte{"tls.crt": crt, "tls.key": key})
 }
 
+func (w *webhookProcess) client() *http.Client {
+	pool := x509.NewCertPool()
+	pool.AddCert(w.ca.Cert)
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+}
+
+// metrics returns the webhook's /metrics.
+func (w *webhookProcess) metrics() ([]byte, error) {
+	resp, err := w.client().Get("https://" + w.addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
+}
+
 func (w *webhookProcess) start(ctx context.Context) error {
 	log, err := os.OpenFile(w.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -153,9 +170,7 @@ func (w *webhookProcess) start(ctx context.Context) error {
 	}
 	w.done = make(chan struct{})
 	go func() { _ = w.cmd.Wait(); log.Close(); close(w.done) }()
-	pool := x509.NewCertPool()
-	pool.AddCert(w.ca.Cert)
-	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	hc := w.client()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {

@@ -1,0 +1,203 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+
+	"github.com/habring/habring/patch"
+)
+
+// census is an httptest Supervisor gateway whose /census the test switches.
+type census struct {
+	mu   sync.Mutex
+	body []byte
+}
+
+func (c *census) set(t *testing.T, file string) {
+	b, err := os.ReadFile(filepath.Join(repoRoot(), "labeler", "testdata", file))
+	require.NoError(t, err)
+	c.mu.Lock()
+	c.body = b
+	c.mu.Unlock()
+}
+
+func (c *census) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, _ = w.Write(c.body)
+}
+
+// applyFile server-side applies every object of a manifest; a non-empty ns moves the
+// examples' namespace "shop" (objects and RoleBinding subjects) to ns, as kustomize's
+// namespace transformer would.
+func applyFile(t *testing.T, e *environment, path, ns string) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repoRoot(), path))
+	require.NoError(t, err)
+	if ns != "" {
+		data = bytes.ReplaceAll(data, []byte("namespace: shop\n"), []byte("namespace: "+ns+"\n"))
+	}
+	for _, doc := range splitYAML(data) {
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		require.NoError(t, err, path)
+		require.NoError(t, serverSideApply(t.Context(), e.cluster.Config, obj, ns), path)
+	}
+}
+
+// podToken is a service-account token bound to the pod, as the labeler's projected
+// volume holds: it carries authentication.kubernetes.io/pod-name.
+func podToken(t *testing.T, e *environment, pod *corev1.Pod) string {
+	t.Helper()
+	tr, err := e.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(t.Context(), pod.Spec.ServiceAccountName, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600),
+			BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	return tr.Status.Token
+}
+
+func kubeconfigFor(t *testing.T, e *environment, token string) string {
+	t.Helper()
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["local"] = &clientcmdapi.Cluster{Server: e.cluster.Config.Host, CertificateAuthorityData: e.cluster.Config.CAData}
+	cfg.AuthInfos["pod"] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.Contexts["local"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: "pod"}
+	cfg.CurrentContext = "local"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	require.NoError(t, clientcmd.WriteToFile(*cfg, path))
+	return path
+}
+
+// f. Labelers, one per ring pod with a token bound to that pod, read Supervisors whose
+// census names one leader: redis-master's EndpointSlice holds exactly the leader; when
+// the leadership moves, it follows. The ValidatingAdmissionPolicy from deploy/ lets a
+// pod's credentials change only its own habitat.sh/role label.
+func TestLabelersMoveTheLeaderService(t *testing.T) {
+	e := requireEnv(t)
+	t.Parallel()
+	ns := namespace(t, e, true)
+	applyFile(t, e, "deploy/labeler-rbac.yaml", "")
+	applyFile(t, e, "deploy/labeler-policy.yaml", "")
+	applyFile(t, e, "examples/labeler-rolebinding.yaml", ns) // ServiceAccount habitat + RoleBinding
+	ringService(t, e, ns, "redis", "main")
+	sts := statefulSet(ns, "redis", 3, map[string]string{patch.AnnotationRing: "main", patch.AnnotationTopology: "leader"})
+	sts.Spec.Template.Spec.ServiceAccountName = "habitat"
+	_, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), sts, metav1.CreateOptions{})
+	require.NoError(t, err)
+	master := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "redis-master", Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "redis", patch.LabelRole: patch.RoleLeader},
+			Ports: []corev1.ServicePort{{Name: "redis", Port: 6379}}}}
+	_, err = e.client.CoreV1().Services(ns).Create(t.Context(), master, metav1.CreateOptions{})
+	require.NoError(t, err)
+	pods := readyPods(t, e, ns, "redis", 3, 2*time.Minute)
+
+	gateways := map[string]*census{}
+	for i, p := range pods {
+		c := &census{}
+		c.set(t, map[bool]string{true: "census_leader.json", false: "census_follower.json"}[i == 0])
+		srv := httptest.NewServer(c)
+		t.Cleanup(srv.Close)
+		gateways[p.Name] = c
+		cmd := exec.Command(e.binary, "labeler", "--kubeconfig="+kubeconfigFor(t, e, podToken(t, e, &p)),
+			"--gateway="+srv.URL, "--pod-name="+p.Name, "--namespace="+ns, "--interval=200ms", "--stale-after=2s",
+			"--health-listen=127.0.0.1:0", "--log-format=text")
+		log, err := os.Create(filepath.Join(e.dir, ns+"-"+p.Name+"-labeler.log"))
+		require.NoError(t, err)
+		cmd.Stdout, cmd.Stderr = log, log
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+			log.Close()
+		})
+	}
+
+	leaderIPs := func() []string {
+		list, err := e.client.DiscoveryV1().EndpointSlices(ns).List(t.Context(), metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=redis-master"})
+		if err != nil {
+			return nil
+		}
+		var ips []string
+		for _, s := range list.Items {
+			for _, ep := range s.Endpoints {
+				if ep.Conditions.Ready == nil || *ep.Conditions.Ready {
+					ips = append(ips, ep.Addresses...)
+				}
+			}
+		}
+		slices.Sort(ips)
+		return ips
+	}
+	require.Eventually(t, func() bool { return slices.Equal(leaderIPs(), []string{pods[0].Status.PodIP}) }, time.Minute, 100*time.Millisecond,
+		"redis-master endpoints %v, want only redis-0 %s", leaderIPs(), pods[0].Status.PodIP)
+	for i, want := range []string{patch.RoleLeader, patch.RoleFollower, patch.RoleFollower} {
+		require.Eventually(t, func() bool {
+			p, err := e.client.CoreV1().Pods(ns).Get(t.Context(), pods[i].Name, metav1.GetOptions{})
+			return err == nil && p.Labels[patch.LabelRole] == want
+		}, 30*time.Second, 100*time.Millisecond, "%s should be %s", pods[i].Name, want)
+	}
+
+	// The election moves to redis-1 (its census now names it leader; redis-0's names a
+	// follower: in the examples, the follower file's local member is not the leader).
+	start := time.Now()
+	gateways["redis-0"].set(t, "census_follower.json")
+	gateways["redis-1"].set(t, "census_leader.json")
+	require.Eventually(t, func() bool { return slices.Equal(leaderIPs(), []string{pods[1].Status.PodIP}) }, time.Minute, 50*time.Millisecond,
+		"redis-master endpoints %v, want only redis-1 %s", leaderIPs(), pods[1].Status.PodIP)
+	t.Logf("redis-master followed the new leader in %s", time.Since(start).Round(10*time.Millisecond))
+
+	// The policy: redis-1's own credentials.
+	token := podToken(t, e, &pods[1])
+	rc := rest.CopyConfig(e.cluster.Config)
+	rc.BearerToken, rc.BearerTokenFile = token, ""
+	as, err := kubernetes.NewForConfig(rc)
+	require.NoError(t, err)
+	mergePatch := func(name string, body map[string]any) error {
+		b, _ := json.Marshal(body)
+		_, err := as.CoreV1().Pods(ns).Patch(context.Background(), name, types.MergePatchType, b, metav1.PatchOptions{})
+		return err
+	}
+	labels := func(kv map[string]string) map[string]any {
+		return map[string]any{"metadata": map[string]any{"labels": kv}}
+	}
+	require.NoError(t, mergePatch("redis-1", labels(map[string]string{patch.LabelRole: patch.RoleLeader})), "own role label")
+	for name, tc := range map[string]struct {
+		pod  string
+		body map[string]any
+	}{
+		"another pod's role": {pod: "redis-0", body: labels(map[string]string{patch.LabelRole: patch.RoleLeader})},
+		"another label":      {pod: "redis-1", body: labels(map[string]string{"app": "hijacked"})},
+		"an annotation":      {pod: "redis-1", body: map[string]any{"metadata": map[string]any{"annotations": map[string]string{"x": "y"}}}},
+		"the spec":           {pod: "redis-1", body: map[string]any{"spec": map[string]any{"activeDeadlineSeconds": 5}}},
+	} {
+		err := mergePatch(tc.pod, tc.body)
+		require.True(t, apierrors.IsForbidden(err) || apierrors.IsInvalid(err), "%s: want denied, got %v", name, err)
+		t.Logf("denied %s: %v", name, err)
+	}
+}
