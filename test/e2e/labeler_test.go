@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -23,13 +22,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/patch"
+	"github.com/habring/habring/test/harness"
 )
 
 // census is an httptest Supervisor gateway whose /census the test switches.
@@ -52,21 +51,9 @@ func (c *census) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(c.body)
 }
 
-// applyFile server-side applies every object of a manifest; a non-empty ns moves the
-// examples' namespace "shop" (objects and RoleBinding subjects) to ns, as kustomize's
-// namespace transformer would.
 func applyFile(t *testing.T, e *environment, path, ns string) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(repoRoot(), path))
-	require.NoError(t, err)
-	if ns != "" {
-		data = bytes.ReplaceAll(data, []byte("namespace: shop\n"), []byte("namespace: "+ns+"\n"))
-	}
-	for _, doc := range splitYAML(data) {
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
-		require.NoError(t, err, path)
-		require.NoError(t, serverSideApply(t.Context(), e.cluster.Config, obj, ns), path)
-	}
+	require.NoError(t, harness.ApplyFile(t.Context(), e.cluster.Config, path, ns))
 }
 
 // podToken is a service-account token bound to the pod, as the labeler's projected

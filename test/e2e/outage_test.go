@@ -28,12 +28,12 @@ func TestWebhookDown(t *testing.T) {
 	require.NoError(t, err)
 	readyPods(t, e, in, "boot", 1, time.Minute)
 
-	e.webhook.stop()
-	require.Equal(t, 0, e.webhook.exitCode(), "SIGTERM must be a clean exit")
+	e.webhook.Stop()
+	require.Equal(t, 0, e.webhook.ExitCode(), "SIGTERM must be a clean exit")
 	restarted := false
 	defer func() {
 		if !restarted { // keep the other tests working whatever happens here
-			_ = e.webhook.start(context.Background())
+			_ = e.webhook.Start(context.Background())
 		}
 	}()
 
@@ -55,7 +55,7 @@ func TestWebhookDown(t *testing.T) {
 	t.Logf("while down: %s", msg)
 	require.Contains(t, msg, "inject.habring.habitat.sh")
 
-	require.NoError(t, e.webhook.start(t.Context()))
+	require.NoError(t, e.webhook.Start(t.Context()))
 	restarted = true
 	start := time.Now()
 	for _, p := range readyPods(t, e, in, "web", 2, 3*time.Minute) {
@@ -86,7 +86,7 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 			case <-ctx.Done():
 				return
 			case <-time.After(200 * time.Millisecond):
-				if e.webhook.rotate() == nil {
+				if e.webhook.Rotate() == nil {
 					rotations++
 				}
 			}

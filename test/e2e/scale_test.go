@@ -42,7 +42,7 @@ func TestScaleTo300(t *testing.T) {
 	t.Logf("300 pods admitted and Ready in %s; the API server's apiserver_admission_webhook_admission_duration_seconds for habring (buckets 5ms, 25ms, 100ms, 500ms: coarse) over %d calls: p50 %s p90 %s p99 %s",
 		took.Round(100*time.Millisecond), n, q[0.5], q[0.9], q[0.99])
 	require.Positive(t, n)
-	own, err := e.webhook.metrics()
+	own, err := e.webhook.Metrics()
 	require.NoError(t, err)
 	hq, hn := histogramQuantiles(own, "habring_admission_duration_seconds_bucket{", `outcome="injected"`)
 	t.Logf("habring's own habring_admission_duration_seconds{outcome=injected} over %d admissions: p50 %s p90 %s p99 %s", hn, hq[0.5], hq[0.9], hq[0.99])

@@ -1,4 +1,4 @@
-package e2e
+package harness
 
 import (
 	"bufio"
@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,12 +18,13 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 )
 
-// splitYAML returns the non-empty documents of a multi-document YAML stream.
-func splitYAML(data []byte) [][]byte {
+// SplitYAML returns the non-empty documents of a multi-document YAML stream.
+func SplitYAML(data []byte) [][]byte {
 	var out [][]byte
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for {
@@ -66,10 +69,10 @@ func (w *warnings) HandleWarningHeader(_ int, _ string, msg string) {
 	w.mu.Unlock()
 }
 
-// serverSideApply applies obj (namespace ns when it has none and is namespaced) as
+// Apply applies obj (in namespace ns when it names none and is namespaced) as
 // kubectl apply --server-side would, and fails on any warning. dryRun sends it with
 // dryRun=All.
-func serverSideApplyOpts(ctx context.Context, cfg *rest.Config, obj runtime.Object, ns string, dryRun bool) error {
+func Apply(ctx context.Context, cfg *rest.Config, obj runtime.Object, ns string, dryRun bool) error {
 	mapperOnce.Do(func() {
 		dc := discovery.NewDiscoveryClientForConfigOrDie(cfg)
 		mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
@@ -117,6 +120,25 @@ func serverSideApplyOpts(ctx context.Context, cfg *rest.Config, obj runtime.Obje
 	return nil
 }
 
-func serverSideApply(ctx context.Context, cfg *rest.Config, obj runtime.Object, ns string) error {
-	return serverSideApplyOpts(ctx, cfg, obj, ns, false)
+// ApplyFile applies every document of a manifest in the repository; a non-empty ns moves
+// the examples' namespace "shop" (objects and RoleBinding subjects) to ns, as kustomize's
+// namespace transformer would.
+func ApplyFile(ctx context.Context, cfg *rest.Config, path, ns string) error {
+	data, err := os.ReadFile(filepath.Join(RepoRoot(), path))
+	if err != nil {
+		return err
+	}
+	if ns != "" {
+		data = bytes.ReplaceAll(data, []byte("namespace: shop\n"), []byte("namespace: "+ns+"\n"))
+	}
+	for _, doc := range SplitYAML(data) {
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if err := Apply(ctx, cfg, obj, ns, false); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return nil
 }
