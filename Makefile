@@ -19,9 +19,38 @@ build: ## build bin/habring
 unit: ## unit, golden and fuzz-seed tests (fast, no cluster)
 	$(GO) test -race -count=1 ./...
 
+.PHONY: cluster-build
+cluster-build: ## build the local control plane (first time ~15-25 min on 2 cores; cached after)
+	$(GO) run ./test/cluster/cmd/localcluster -build-only
+
+.PHONY: e2e
+e2e: cluster-build ## end-to-end tests on a real kube-apiserver, controller-manager, scheduler and etcd
+	HABRING_E2E=1 $(GO) test -count=1 -v -timeout 60m ./test/e2e
+
 .PHONY: test
-test: verify unit ## everything CI runs
+test: verify unit e2e ## everything CI runs: verify, unit, golden, fuzz seeds, end-to-end
 	@echo "make test: all passed"
+
+DEMO_DIR := $(CURDIR)/.demo
+
+.PHONY: demo
+demo: cluster-build ## local control plane + habring + examples/, prints what was injected; keeps running
+	@if [ -f $(DEMO_DIR)/pid ] && kill -0 $$(cat $(DEMO_DIR)/pid) 2>/dev/null; then echo "the demo is already running: make demo-down first"; exit 1; fi
+	@rm -rf $(DEMO_DIR); mkdir -p $(DEMO_DIR)
+	$(GO) build -o $(BIN)/demo ./test/demo
+	@setsid $(BIN)/demo -dir $(DEMO_DIR) > $(DEMO_DIR)/table.txt 2> $(DEMO_DIR)/demo.log < /dev/null & echo $$! > $(DEMO_DIR)/pid
+	@tail -n +1 -f $(DEMO_DIR)/demo.log & tailpid=$$!; \
+	  while [ ! -f $(DEMO_DIR)/ready ] && [ ! -f $(DEMO_DIR)/failed ] && kill -0 $$(cat $(DEMO_DIR)/pid) 2>/dev/null; do sleep 1; done; \
+	  kill $$tailpid 2>/dev/null; \
+	  if [ ! -f $(DEMO_DIR)/ready ]; then echo "demo failed; see $(DEMO_DIR)/demo.log"; exit 1; fi
+	@echo; cat $(DEMO_DIR)/table.txt
+
+.PHONY: demo-down
+demo-down: ## stop what make demo started
+	@if [ -f $(DEMO_DIR)/pid ] && kill -TERM $$(cat $(DEMO_DIR)/pid) 2>/dev/null; then \
+	  while kill -0 $$(cat $(DEMO_DIR)/pid) 2>/dev/null; do sleep 0.5; done; echo "demo stopped"; \
+	else echo "no demo running"; fi
+	@rm -f $(DEMO_DIR)/pid
 
 .PHONY: verify
 verify: ## fail on gofmt, go vet, go mod tidy drift and stale golden files
