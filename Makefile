@@ -15,6 +15,15 @@ help: ## list the targets
 build: ## build bin/habring
 	$(GO) build -trimpath -o $(BIN)/habring ./cmd/habring
 
+.PHONY: build-static
+build-static: ## the Dockerfile's build: static, no cgo (runs on distroless/static)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/habring-static ./cmd/habring
+
+.PHONY: image
+image: ## build the container image $(IMAGE) (needs a container engine: docker or podman)
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make image needs a running docker (or podman as docker); this machine has none. make build-static checks the same build."; exit 1; }
+	docker build -t $(IMAGE) .
+
 .PHONY: unit
 unit: ## unit, golden and fuzz-seed tests (fast, no cluster)
 	$(GO) test -race -count=1 ./...
