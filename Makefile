@@ -70,6 +70,12 @@ verify: ## fail on gofmt, go vet, go mod tidy drift and stale golden files
 	$(GO) test -count=1 ./patch ./render -run TestGolden -update
 	@if ! git diff --quiet -- patch/testdata render/testdata; then git diff --stat -- patch/testdata render/testdata; echo "golden files are stale: read 'git diff patch/testdata render/testdata', then commit"; exit 1; fi
 
+.PHONY: bench
+bench: cluster-build ## benchmarks: admission path (go test -bench), TLS load, memory, whole-cluster ratio
+	$(GO) test ./webhook -run '^$$' -bench . -benchmem -benchtime 2s
+	$(GO) run ./test/load -duration 10s -rate 1000 -conns 16
+	HABRING_E2E=1 HABRING_BENCH=1 $(GO) test -count=1 -v -timeout 30m -run 'TestBench' ./test/e2e
+
 .PHONY: fuzz
 fuzz: ## fuzz the admission request path for FUZZTIME (default 2m)
 	$(GO) test ./webhook -run '^$$' -fuzz FuzzMutate -fuzztime $(FUZZTIME)

@@ -62,13 +62,38 @@ func Inject(pod *corev1.Pod, w Workload, s Spec, ring Ring, opts Options) (*Resu
 	return &Result{Pod: out, Plan: plan, Patch: ops}, nil
 }
 
-// Diff returns the JSON patch that turns from into to.
+// mutable is the part of a pod Mutate may change, with corev1.Pod's JSON names and
+// omitempty rules, so a patch computed on it has the paths it would have on the whole pod.
+// Diffing only this part skips what is most of a real pod's bytes (managedFields, owner
+// references, status) and was a third of the admission's CPU time; the golden tests apply
+// every patch to the whole input and compare whole pods, so a change Mutate made outside
+// this view would fail them.
+type mutable struct {
+	Metadata struct {
+		Labels      map[string]string `json:"labels,omitempty"`
+		Annotations map[string]string `json:"annotations,omitempty"`
+	} `json:"metadata"`
+	Spec struct {
+		Volumes        []corev1.Volume    `json:"volumes,omitempty"`
+		InitContainers []corev1.Container `json:"initContainers,omitempty"`
+		Containers     []corev1.Container `json:"containers"`
+	} `json:"spec"`
+}
+
+func mutableOf(p *corev1.Pod) *mutable {
+	var m mutable
+	m.Metadata.Labels, m.Metadata.Annotations = p.Labels, p.Annotations
+	m.Spec.Volumes, m.Spec.InitContainers, m.Spec.Containers = p.Spec.Volumes, p.Spec.InitContainers, p.Spec.Containers
+	return &m
+}
+
+// Diff returns the JSON patch that turns from into to (see mutable for its scope).
 func Diff(from, to *corev1.Pod) ([]jsonpatch.Operation, error) {
-	a, err := json.Marshal(from)
+	a, err := json.Marshal(mutableOf(from))
 	if err != nil {
 		return nil, fmt.Errorf("encode pod: %w", err)
 	}
-	b, err := json.Marshal(to)
+	b, err := json.Marshal(mutableOf(to))
 	if err != nil {
 		return nil, fmt.Errorf("encode mutated pod: %w", err)
 	}

@@ -114,10 +114,9 @@ func decodeReview(w http.ResponseWriter, r *http.Request) (*admissionv1.Admissio
 // review decides one request. Dry-run requests take exactly the same path: nothing here
 // writes anywhere (sideEffects: None).
 func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest) (resp *admissionv1.AdmissionResponse, outcome, reason string) {
-	log := h.Log.With("uid", req.UID, "namespace", req.Namespace, "name", req.Name)
 	if req.Resource != podResource || req.SubResource != "" {
 		msg := fmt.Sprintf("habring mutates pods only, but was sent %s %s; fix the webhook configuration's rules", req.Resource.String(), req.SubResource)
-		log.Warn("request for a resource habring does not handle", "resource", req.Resource.String(), "subResource", req.SubResource)
+		h.log(ctx, slog.LevelWarn, "request for a resource habring does not handle", req, nil, "resource", req.Resource.String(), "subResource", req.SubResource)
 		return deny(http.StatusBadRequest, metav1.StatusReasonBadRequest, msg), OutcomeDenied, "wrong-resource"
 	}
 	if req.Operation != admissionv1.Create {
@@ -128,34 +127,47 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest)
 		return deny(http.StatusBadRequest, metav1.StatusReasonBadRequest, "request object is not a Pod: "+err.Error()), OutcomeErrored, "bad-object"
 	}
 	d, err := patch.Admit(ctx, &pod, req.Namespace, h.Source, h.Options)
-	log = log.With("ring", d.Spec.Ring, "owner", d.Owner.Kind+"/"+d.Owner.Name)
 	var ae *patch.AnnotationError
 	switch {
 	case errors.As(err, &ae):
-		log.Info("denied: invalid annotation", "annotation", ae.Key, "err", err)
+		h.log(ctx, slog.LevelInfo, "denied: invalid annotation", req, &d, "annotation", ae.Key, "err", err)
 		return deny(http.StatusBadRequest, metav1.StatusReasonInvalid, err.Error()), OutcomeDenied, "invalid-annotation"
 	case errors.Is(err, patch.ErrNoBootstrap):
-		log.Info("denied: no peers", "err", err)
+		h.log(ctx, slog.LevelInfo, "denied: no peers", req, &d, "err", err)
 		return deny(http.StatusForbidden, metav1.StatusReasonForbidden, err.Error()), OutcomeDenied, "no-peers"
 	case errors.Is(err, patch.ErrOwnerNotFound):
-		log.Info("denied: owner not found", "err", err)
+		h.log(ctx, slog.LevelInfo, "denied: owner not found", req, &d, "err", err)
 		return deny(http.StatusNotFound, metav1.StatusReasonNotFound, err.Error()), OutcomeDenied, "owner-not-found"
 	case err != nil:
 		// Not the user's fault (the API server did not answer a cache miss in time, say):
 		// fail the request so the controller retries, rather than admit a pod without peers.
-		log.Error("admission failed", "err", err)
+		h.log(ctx, slog.LevelError, "admission failed", req, &d, "err", err)
 		return deny(http.StatusInternalServerError, metav1.StatusReasonInternalError, "habring could not decide: "+err.Error()), OutcomeErrored, "internal"
 	case d.Skip != "":
-		log.Debug("skipped", "reason", d.Skip)
+		h.log(ctx, slog.LevelDebug, "skipped", req, &d, "reason", d.Skip)
 		return &admissionv1.AdmissionResponse{Allowed: true}, OutcomeSkipped, d.Skip
 	}
 	p, err := json.Marshal(d.Result.Patch)
 	if err != nil {
 		return deny(http.StatusInternalServerError, metav1.StatusReasonInternalError, "encode patch: "+err.Error()), OutcomeErrored, "internal"
 	}
-	log.Debug("injected", "peers", d.Result.Plan.Peers, "reason", d.Result.Plan.Reason)
+	h.log(ctx, slog.LevelDebug, "injected", req, &d, "peers", d.Result.Plan.Peers, "reason", d.Result.Plan.Reason)
 	pt := admissionv1.PatchTypeJSONPatch
 	return &admissionv1.AdmissionResponse{Allowed: true, Patch: p, PatchType: &pt}, OutcomeInjected, ""
+}
+
+// log writes one line with the request's identity (uid, namespace, name, ring, owner).
+// The attributes are built only when the level is enabled: admission is a hot path and
+// most of its lines are at debug level.
+func (h *Handler) log(ctx context.Context, level slog.Level, msg string, req *admissionv1.AdmissionRequest, d *patch.Decision, args ...any) {
+	if !h.Log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []any{"uid", req.UID, "namespace", req.Namespace, "name", req.Name}
+	if d != nil {
+		attrs = append(attrs, "ring", d.Spec.Ring, "owner", d.Owner.Kind+"/"+d.Owner.Name)
+	}
+	h.Log.Log(ctx, level, msg, append(attrs, args...)...)
 }
 
 // unmarshal decodes JSON the way the API server does: keys match case-sensitively.

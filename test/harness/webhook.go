@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -147,6 +148,9 @@ func (w *Webhook) Stop() {
 	}
 }
 
+// Pid is the running process's id.
+func (w *Webhook) Pid() int { return w.cmd.Process.Pid }
+
 // ExitCode is the last exit code, -1 while running.
 func (w *Webhook) ExitCode() int {
 	if w.cmd.ProcessState == nil {
@@ -190,4 +194,22 @@ func BuildHabring(ctx context.Context, dst string) error {
 		return fmt.Errorf("build habring: %w", err)
 	}
 	return nil
+}
+
+// RSS is the resident memory of process pid, from /proc.
+func RSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			if _, err := fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb); err != nil {
+				return 0, err
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
 }
