@@ -18,7 +18,10 @@ import (
 	"github.com/habring/habring/patch"
 )
 
-var nsMu sync.Mutex
+var (
+	nsMu      sync.Mutex
+	nsCounter int // guarded by nsMu
+)
 
 // namespace creates a fresh namespace, opted in or not, deleted when the test ends.
 func namespace(t *testing.T, e *environment, optIn bool) string {

@@ -38,7 +38,7 @@ type census struct {
 }
 
 func (c *census) set(t *testing.T, file string) {
-	b, err := os.ReadFile(filepath.Join(repoRoot(), "labeler", "testdata", file))
+	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "labeler", "testdata", file))
 	require.NoError(t, err)
 	c.mu.Lock()
 	c.body = b

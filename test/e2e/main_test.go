@@ -81,7 +81,3 @@ func requireEnv(t *testing.T) *environment {
 	}
 	return env
 }
-
-var nsCounter int
-
-func repoRoot() string { return harness.RepoRoot() }
