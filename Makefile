@@ -36,8 +36,17 @@ cluster-build: ## build the local control plane (first time ~15-25 min on 2 core
 e2e: cluster-build ## end-to-end tests on a real kube-apiserver, controller-manager, scheduler and etcd
 	HABRING_E2E=1 $(GO) test -count=1 -v -timeout 60m ./test/e2e
 
+GOLANGCI_LINT_VERSION := v2.15.0
+
+.PHONY: lint
+lint: ## golangci-lint (.golangci.yml), installed from the Go module proxy into bin/
+	@test -x $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION) || { echo "installing golangci-lint $(GOLANGCI_LINT_VERSION)"; \
+	  GOBIN=$(BIN)/.lint $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) && \
+	  mv $(BIN)/.lint/golangci-lint $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION); }
+	$(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION) run ./...
+
 .PHONY: test
-test: verify unit e2e ## everything CI runs: verify, unit, golden, fuzz seeds, end-to-end
+test: verify lint unit e2e ## everything CI runs: verify, lint, unit, golden, fuzz seeds, end-to-end
 	@echo "make test: all passed"
 
 DEMO_DIR := $(CURDIR)/.demo

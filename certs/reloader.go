@@ -68,7 +68,7 @@ func (r *Reloader) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watch certificate files: %w", err)
 	}
-	defer w.Close()
+	defer func() { _ = w.Close() }()
 	for _, dir := range uniq(filepath.Dir(r.certFile), filepath.Dir(r.keyFile)) {
 		if err := w.Add(dir); err != nil {
 			return fmt.Errorf("watch %s: %w", dir, err)

@@ -101,7 +101,7 @@ func (g *Gateway) Census(ctx context.Context) (*Census, error) {
 	if err != nil {
 		return nil, fmt.Errorf("supervisor gateway: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusUnauthorized, http.StatusForbidden:

@@ -96,9 +96,9 @@ func TestGatewayErrors(t *testing.T) {
 			}
 			_, _ = w.Write(leader)
 		}},
-		"401":      {handler: func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "", 401) }, want: "401 Unauthorized: the gateway auth token is missing or wrong"},
-		"redacted": {handler: func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "", 404) }, want: "HAB_FEAT_REDACT_HTTP"},
-		"500":      {handler: func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "", 500) }, want: "supervisor gateway answered 500 Internal Server Error"},
+		"401":      {handler: func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "", http.StatusUnauthorized) }, want: "401 Unauthorized: the gateway auth token is missing or wrong"},
+		"redacted": {handler: func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "", http.StatusNotFound) }, want: "HAB_FEAT_REDACT_HTTP"},
+		"500":      {handler: func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "", http.StatusInternalServerError) }, want: "supervisor gateway answered 500 Internal Server Error"},
 		"malformed": {handler: func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"census_groups":`)) },
 			want: "census is not valid JSON: unexpected end of JSON input"},
 		"not a census": {handler: func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{}`)) }, want: "census has no local_member_id"},

@@ -217,7 +217,7 @@ func supervisorArgs(c *corev1.Container, s Spec, plan Plan) []string {
 		set["--listen-gossip"] = true
 	}
 	var add []string
-	// flag adds name=value for each value (nothing for none); switch adds a bare flag.
+	// flag adds name=value for each value (nothing for none); boolFlag adds a bare flag.
 	flag := func(name string, values ...string) {
 		if !set[name] {
 			for _, v := range values {
@@ -225,7 +225,7 @@ func supervisorArgs(c *corev1.Container, s Spec, plan Plan) []string {
 			}
 		}
 	}
-	switch_ := func(name string) {
+	boolFlag := func(name string) {
 		if !set[name] {
 			add = append(add, name)
 		}
@@ -239,7 +239,7 @@ func supervisorArgs(c *corev1.Container, s Spec, plan Plan) []string {
 		}
 	}
 	if plan.Permanent {
-		switch_("--permanent-peer")
+		boolFlag("--permanent-peer")
 	}
 	flag("--listen-gossip", "0.0.0.0:"+strconv.Itoa(GossipPort))
 	flag("--sys-ip-address", "$("+PodIPEnv+")")

@@ -20,10 +20,10 @@ const (
 	// AnnotationBinds is a comma-separated list of name:service.group[@org], each a --bind.
 	AnnotationBinds = "habitat.sh/binds"
 	// AnnotationRingKeySecret is <secret>[/<key>]: HAB_RING_KEY comes from that Secret.
-	AnnotationRingKeySecret = "habitat.sh/ring-key-secret"
+	AnnotationRingKeySecret = "habitat.sh/ring-key-secret" //nolint:gosec // an annotation name, not a credential
 	// AnnotationGatewayAuthSecret is <secret>[/<key>]: HAB_SUP_GATEWAY_AUTH_TOKEN for the
 	// Supervisor and the labeler comes from that Secret.
-	AnnotationGatewayAuthSecret = "habitat.sh/gateway-auth-secret"
+	AnnotationGatewayAuthSecret = "habitat.sh/gateway-auth-secret" //nolint:gosec // an annotation name, not a credential
 	// AnnotationPeerMode is "args" (default) or "watch-file".
 	AnnotationPeerMode = "habitat.sh/peer-mode"
 	// AnnotationContainer names the container that runs the Supervisor (default: the first).
@@ -78,7 +78,7 @@ const (
 	// LabelerContainerName is the sidecar's container name.
 	LabelerContainerName = "habring-labeler"
 	// LabelerTokenVolume holds the labeler's own projected service-account token.
-	LabelerTokenVolume = "habring-labeler-token"
+	LabelerTokenVolume = "habring-labeler-token" //nolint:gosec // a volume name, not a credential
 	// PeersVolume is the emptyDir shared by the labeler and the Supervisor in watch-file mode.
 	PeersVolume = "habring-peers"
 	// PeersDir is where PeersVolume is mounted in both containers.

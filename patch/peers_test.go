@@ -52,7 +52,7 @@ func TestPeers(t *testing.T) {
 			got, err := Peers(tc.pod, tc.w, tc.ring, tc.max)
 			if tc.wantErr != nil {
 				require.Error(t, err)
-				if tc.wantErr != errAny {
+				if !errors.Is(tc.wantErr, errAny) {
 					require.ErrorIs(t, err, tc.wantErr)
 				}
 				return

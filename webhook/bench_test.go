@@ -20,7 +20,7 @@ import (
 func LargePod() *corev1.Pod {
 	p := stsPod("db", 2)
 	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate,
-		FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:metadata":{"f:labels":{}}}`)}}}
+		FieldsV1: metav1.NewFieldsV1(`{"f:metadata":{"f:labels":{}}}`)}}
 	p.Spec.Containers = nil
 	for c := range 10 {
 		ctr := corev1.Container{Name: fmt.Sprintf("c%d", c), Image: "habitat/app:1", Resources: corev1.ResourceRequirements{

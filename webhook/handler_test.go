@@ -315,7 +315,7 @@ func TestPanicIsRecoveredAndCounted(t *testing.T) {
 func TestHealthReadyMetrics(t *testing.T) {
 	t.Parallel()
 	m := NewMetrics()
-	var readyErr error = errors.New("caches not synced yet")
+	readyErr := errors.New("caches not synced yet")
 	router := NewRouter(http.NotFoundHandler(), func() error { return readyErr }, m, slog.New(slog.DiscardHandler))
 	get := func(path string) (int, string) {
 		w := httptest.NewRecorder()

@@ -280,7 +280,7 @@ func (c *Cluster) Alive() error {
 	for _, p := range c.procs {
 		select {
 		case <-p.done:
-			return fmt.Errorf("%s exited: %v (see %s)", p.name, p.err, c.LogFile(p.name))
+			return fmt.Errorf("%s exited: %w (see %s)", p.name, p.err, c.LogFile(p.name))
 		default:
 		}
 	}
@@ -302,13 +302,13 @@ func (c *Cluster) run(ctx context.Context, binDir, name string, args ...string) 
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	fmt.Fprintf(c.out, "cluster: starting %s (log: %s)\n", name, c.LogFile(name))
 	if err := cmd.Start(); err != nil {
-		log.Close()
+		_ = log.Close()
 		return fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
-		log.Close()
+		_ = log.Close()
 		close(p.done)
 	}()
 	c.mu.Lock()
@@ -357,7 +357,7 @@ func httpOK(client *http.Client, url, token string) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
@@ -434,7 +434,7 @@ func freePorts(n int) ([]int, error) {
 	var lns []net.Listener
 	defer func() {
 		for _, l := range lns {
-			l.Close()
+			_ = l.Close()
 		}
 	}()
 	for range n {

@@ -66,7 +66,7 @@ func StartWebhook(ctx context.Context, dir, binary, kubeconfig string, extraArgs
 		return nil, err
 	}
 	w.Addr = l.Addr().String()
-	l.Close()
+	_ = l.Close()
 	w.args = []string{"webhook", "--listen=" + w.Addr, "--kubeconfig=" + kubeconfig,
 		"--tls-cert-file=" + filepath.Join(w.certDir, "tls.crt"), "--tls-key-file=" + filepath.Join(w.certDir, "tls.key"),
 		"--labeler-image=habring:local", "--shutdown-delay=0s"}
@@ -96,7 +96,7 @@ func (w *Webhook) Metrics() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	return io.ReadAll(resp.Body)
 }
 
@@ -113,7 +113,7 @@ func (w *Webhook) Start(ctx context.Context) error {
 		return err
 	}
 	w.done = make(chan struct{})
-	go func() { _ = w.cmd.Wait(); log.Close(); close(w.done) }()
+	go func() { _ = w.cmd.Wait(); _ = log.Close(); close(w.done) }()
 	hc := w.Client()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -124,7 +124,7 @@ func (w *Webhook) Start(ctx context.Context) error {
 		}
 		resp, err := hc.Get("https://" + w.Addr + "/readyz")
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
