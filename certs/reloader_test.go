@@ -23,16 +23,22 @@ func issue(t *testing.T, ca *CA) (cert, key []byte) {
 	return cert, key
 }
 
-func TestReloaderRotatesUnderLoad(t *testing.T) {
-	t.Parallel()
+// newTestReloader writes a first pair the way kubelet does and loads it.
+func newTestReloader(t *testing.T) (*Reloader, *CA, string) {
+	t.Helper()
 	ca, err := NewCA("test-ca", time.Hour)
 	require.NoError(t, err)
 	dir := t.TempDir()
 	c, k := issue(t, ca)
 	require.NoError(t, WriteAtomic(dir, map[string][]byte{"tls.crt": c, "tls.key": k}))
-
 	r, err := NewReloader(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
+	return r, ca, dir
+}
+
+func TestReloaderRotatesUnderLoad(t *testing.T) {
+	t.Parallel()
+	r, ca, dir := newTestReloader(t)
 	r.Poll = time.Hour // prove the watch does it, not the backstop
 	go func() { _ = r.Run(t.Context()) }()
 
@@ -89,18 +95,13 @@ func TestReloaderRotatesUnderLoad(t *testing.T) {
 
 func TestReloaderKeepsLastGoodPair(t *testing.T) {
 	t.Parallel()
-	ca, err := NewCA("test-ca", time.Hour)
-	require.NoError(t, err)
-	dir := t.TempDir()
-	c, k := issue(t, ca)
-	require.NoError(t, WriteAtomic(dir, map[string][]byte{"tls.crt": c, "tls.key": k}))
-	r, err := NewReloader(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
+	r, ca, dir := newTestReloader(t)
 	good := r.Leaf()
 
-	// A new certificate with the old key (half a rotation) does not load.
+	// A new certificate beside another pair's key (a rotation written half-way) does not load.
 	c2, _ := issue(t, ca)
-	require.NoError(t, WriteAtomic(dir, map[string][]byte{"tls.crt": c2, "tls.key": k}))
+	_, otherKey := issue(t, ca)
+	require.NoError(t, WriteAtomic(dir, map[string][]byte{"tls.crt": c2, "tls.key": otherKey}))
 	r.reload()
 	require.True(t, good.Equal(r.Leaf()))
 	// Garbage does not either.
