@@ -71,7 +71,9 @@ demo-down: ## stop what make demo started
 	@rm -f $(DEMO_DIR)/pid
 
 .PHONY: verify
-verify: ## fail on gofmt, go vet, go mod tidy drift and stale golden files
+verify: ## fail on build output in git, gofmt, go vet, go mod tidy drift and stale golden files
+	@big=$$(git ls-files -z | xargs -0 -r stat -c '%s %n' | awk '$$1 > 1048576 && $$2 !~ /(^|\/)testdata\// {print "  " $$2 " (" $$1 " bytes)"}'); \
+	  if [ -n "$$big" ]; then echo "tracked files over 1 MiB outside testdata/ (build output does not belong in git; git rm --cached them and extend .gitignore):"; echo "$$big"; exit 1; fi
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	@$(GO) mod tidy; \
