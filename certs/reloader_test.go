@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/habring/habring/test/pki"
 )
 
-func issue(t *testing.T, ca *CA) (cert, key []byte) {
+func issue(t *testing.T, ca *pki.CA) (cert, key []byte) {
 	t.Helper()
 	cert, key, err := ca.Issue([]string{"127.0.0.1", "habring.habring-system.svc"}, time.Now().Add(-time.Minute), time.Hour)
 	require.NoError(t, err)
@@ -24,13 +26,13 @@ func issue(t *testing.T, ca *CA) (cert, key []byte) {
 }
 
 // newTestReloader writes a first pair the way kubelet does and loads it.
-func newTestReloader(t *testing.T) (*Reloader, *CA, string) {
+func newTestReloader(t *testing.T) (*Reloader, *pki.CA, string) {
 	t.Helper()
-	ca, err := NewCA("test-ca", time.Hour)
+	ca, err := pki.NewCA("test-ca", time.Hour)
 	require.NoError(t, err)
 	dir := t.TempDir()
 	c, k := issue(t, ca)
-	require.NoError(t, WriteAtomic(dir, map[string][]byte{"tls.crt": c, "tls.key": k}))
+	require.NoError(t, pki.WriteAtomic(dir, map[string][]byte{"tls.crt": c, "tls.key": k}))
 	r, err := NewReloader(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	return r, ca, dir
@@ -82,7 +84,7 @@ func TestReloaderRotatesUnderLoad(t *testing.T) {
 	for range 5 {
 		time.Sleep(50 * time.Millisecond)
 		c, k := issue(t, ca)
-		require.NoError(t, WriteAtomic(dir, map[string][]byte{"tls.crt": c, "tls.key": k}))
+		require.NoError(t, pki.WriteAtomic(dir, map[string][]byte{"tls.crt": c, "tls.key": k}))
 		require.Eventually(t, func() bool { return r.Leaf().SerialNumber.String() != serials[len(serials)-1] }, 5*time.Second, 10*time.Millisecond)
 		serials = append(serials, r.Leaf().SerialNumber.String())
 		require.Eventually(t, func() bool { _, ok := served.Load(serials[len(serials)-1]); return ok }, 5*time.Second, 10*time.Millisecond)
@@ -101,11 +103,11 @@ func TestReloaderKeepsLastGoodPair(t *testing.T) {
 	// A new certificate beside another pair's key (a rotation written half-way) does not load.
 	c2, _ := issue(t, ca)
 	_, otherKey := issue(t, ca)
-	require.NoError(t, WriteAtomic(dir, map[string][]byte{"tls.crt": c2, "tls.key": otherKey}))
+	require.NoError(t, pki.WriteAtomic(dir, map[string][]byte{"tls.crt": c2, "tls.key": otherKey}))
 	r.reload()
 	require.True(t, good.Equal(r.Leaf()))
 	// Garbage does not either.
-	require.NoError(t, WriteAtomic(dir, map[string][]byte{"tls.crt": []byte("nope"), "tls.key": []byte("nope")}))
+	require.NoError(t, pki.WriteAtomic(dir, map[string][]byte{"tls.crt": []byte("nope"), "tls.key": []byte("nope")}))
 	r.reload()
 	require.True(t, good.Equal(r.Leaf()))
 }

@@ -15,6 +15,10 @@ import (
 // the pod is not habring's business and is admitted unchanged.
 var ErrNotInRing = errors.New("no habitat.sh/ring annotation")
 
+// ErrNoContainers is a denial: the pod of a ring workload has no container to run the
+// Supervisor in (the API server's own validation would refuse it too).
+var ErrNoContainers = errors.New("pod has no containers to run the Supervisor in; give the workload's pod template a container running the Habitat Supervisor")
+
 // AnnotationError is a denial the user fixes by editing one annotation.
 type AnnotationError struct {
 	Key     string // the annotation
@@ -135,7 +139,7 @@ func ParseSpec(workload map[string]string, pod *corev1.Pod) (Spec, error) {
 		s.Container = v
 	}
 	if len(pod.Spec.Containers) == 0 {
-		return Spec{}, fmt.Errorf("pod has no containers to run the Supervisor in")
+		return Spec{}, ErrNoContainers
 	}
 
 	s.Labeler = s.Topology == TopologyLeader

@@ -51,13 +51,7 @@ func benchFixture(b *testing.B) *fixture {
 func BenchmarkAdmission(b *testing.B) {
 	f := benchFixture(b)
 	f.handler.Log = slog.New(slog.DiscardHandler)
-	cases := map[string][]byte{
-		"typical-statefulset-pod": reviewBody(b, admissionv1.Create, stsPod("db", 1), nil),
-		"typical-deployment-pod":  reviewBody(b, admissionv1.Create, deploymentPod("web"), nil),
-		"large-pod":               reviewBody(b, admissionv1.Create, LargePod(), nil),
-		"not-in-a-ring":           reviewBody(b, admissionv1.Create, stsPod("plain", 0), nil),
-	}
-	for name, body := range cases {
+	for name, body := range BenchBodies(b) {
 		b.Run(name, func(b *testing.B) {
 			if w := post(b, f.router, body); w.Code != http.StatusOK {
 				b.Fatalf("status %d: %s", w.Code, w.Body)
@@ -71,18 +65,14 @@ func BenchmarkAdmission(b *testing.B) {
 	}
 }
 
-// BenchmarkEcho is the floor: decode and allow, nothing else.
-func BenchmarkEcho(b *testing.B) {
-	for name, body := range map[string][]byte{
-		"typical-statefulset-pod": reviewBody(b, admissionv1.Create, stsPod("db", 1), nil),
-		"large-pod":               reviewBody(b, admissionv1.Create, LargePod(), nil),
-	} {
-		b.Run(name, func(b *testing.B) {
-			b.SetBytes(int64(len(body)))
-			b.ReportAllocs()
-			for b.Loop() {
-				post(b, http.HandlerFunc(Echo), body)
-			}
-		})
+// BenchBodies are the request bodies the admission benchmarks and the echo floor's
+// (echo_test.go, an external test package) share, so the two are measured on the same
+// bytes.
+func BenchBodies(tb testing.TB) map[string][]byte {
+	return map[string][]byte{
+		"typical-statefulset-pod": reviewBody(tb, admissionv1.Create, stsPod("db", 1), nil),
+		"typical-deployment-pod":  reviewBody(tb, admissionv1.Create, deploymentPod("web"), nil),
+		"large-pod":               reviewBody(tb, admissionv1.Create, LargePod(), nil),
+		"not-in-a-ring":           reviewBody(tb, admissionv1.Create, stsPod("plain", 0), nil),
 	}
 }

@@ -38,14 +38,25 @@ type Handler struct {
 	Timeout time.Duration
 }
 
-// badRequest is an HTTP 400: the body is not an AdmissionReview we can answer.
-type badRequest struct{ reason string }
+// BadRequestError is a body /mutate cannot answer: HTTP 400, with Error() as the reply.
+// It keeps its cause (a decoding error, a *http.MaxBytesError) for errors.Is and errors.As.
+type BadRequestError struct {
+	Msg   string // what the client is told
+	Cause error  // nil when the body itself was the problem
+}
 
-func (e badRequest) Error() string { return e.reason }
+func (e *BadRequestError) Error() string { return e.Msg }
+
+// Unwrap returns the cause.
+func (e *BadRequestError) Unwrap() error { return e.Cause }
+
+func badRequest(cause error, format string, args ...any) error {
+	return &BadRequestError{Msg: fmt.Sprintf(format, args...), Cause: cause}
+}
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	review, err := decodeReview(w, r)
+	review, err := DecodeReview(w, r)
 	if err != nil {
 		h.observe(start, OutcomeErrored, "bad-request")
 		h.Log.Debug("bad admission request", "remote", r.RemoteAddr, "err", err)
@@ -77,36 +88,39 @@ func (h *Handler) observe(start time.Time, outcome, reason string) {
 	h.Metrics.Duration.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
 }
 
-func decodeReview(w http.ResponseWriter, r *http.Request) (*admissionv1.AdmissionReview, error) {
+// DecodeReview reads and checks one AdmissionReview request as /mutate does: POST,
+// application/json, at most MaxRequestBytes, admission.k8s.io/v1 with a request and a uid,
+// keys matched case-sensitively. Every error is a *BadRequestError.
+func DecodeReview(w http.ResponseWriter, r *http.Request) (*admissionv1.AdmissionReview, error) {
 	if r.Method != http.MethodPost {
-		return nil, badRequest{"method " + r.Method + " not allowed; the API server POSTs AdmissionReviews"}
+		return nil, badRequest(nil, "method %s not allowed; the API server POSTs AdmissionReviews", r.Method)
 	}
 	ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || ct != "application/json" {
-		return nil, badRequest{fmt.Sprintf("content type %q not supported; want application/json", r.Header.Get("Content-Type"))}
+		return nil, badRequest(nil, "content type %q not supported; want application/json", r.Header.Get("Content-Type"))
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		return nil, badRequest{fmt.Sprintf("body larger than %d bytes", MaxRequestBytes)}
+		return nil, badRequest(err, "body larger than %d bytes", MaxRequestBytes)
 	case err != nil:
-		return nil, badRequest{"read body: " + err.Error()}
+		return nil, badRequest(err, "read body: %v", err)
 	case len(body) == 0:
-		return nil, badRequest{"empty body; want an AdmissionReview"}
+		return nil, badRequest(nil, "empty body; want an AdmissionReview")
 	}
 	var review admissionv1.AdmissionReview
 	if err := unmarshal(body, &review); err != nil {
-		return nil, badRequest{"body is not an AdmissionReview: " + err.Error()}
+		return nil, badRequest(err, "body is not an AdmissionReview: %v", err)
 	}
 	if review.APIVersion != admissionv1.SchemeGroupVersion.String() || review.Kind != "AdmissionReview" {
-		return nil, badRequest{fmt.Sprintf("got apiVersion %q kind %q; want admission.k8s.io/v1 AdmissionReview (set admissionReviewVersions: [v1])", review.APIVersion, review.Kind)}
+		return nil, badRequest(nil, "got apiVersion %q kind %q; want admission.k8s.io/v1 AdmissionReview (set admissionReviewVersions: [v1])", review.APIVersion, review.Kind)
 	}
 	if review.Request == nil {
-		return nil, badRequest{"AdmissionReview has no request"}
+		return nil, badRequest(nil, "AdmissionReview has no request")
 	}
 	if review.Request.UID == "" {
-		return nil, badRequest{"AdmissionReview request has no uid"}
+		return nil, badRequest(nil, "AdmissionReview request has no uid")
 	}
 	return &review, nil
 }
@@ -115,7 +129,7 @@ func decodeReview(w http.ResponseWriter, r *http.Request) (*admissionv1.Admissio
 // writes anywhere (sideEffects: None).
 func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest) (resp *admissionv1.AdmissionResponse, outcome, reason string) {
 	if req.Resource != podResource || req.SubResource != "" {
-		msg := fmt.Sprintf("habring mutates pods only, but was sent %s %s; fix the webhook configuration's rules", req.Resource.String(), req.SubResource)
+		msg := fmt.Sprintf("habring mutates pods only, but was sent %s; fix the webhook configuration's rules", resourceName(req.Resource, req.SubResource))
 		h.log(ctx, slog.LevelWarn, "request for a resource habring does not handle", req, nil, "resource", req.Resource.String(), "subResource", req.SubResource)
 		return deny(http.StatusBadRequest, metav1.StatusReasonBadRequest, msg), OutcomeDenied, "wrong-resource"
 	}
@@ -132,6 +146,9 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest)
 	case errors.As(err, &ae):
 		h.log(ctx, slog.LevelInfo, "denied: invalid annotation", req, &d, "annotation", ae.Key, "err", err)
 		return deny(http.StatusBadRequest, metav1.StatusReasonInvalid, err.Error()), OutcomeDenied, "invalid-annotation"
+	case errors.Is(err, patch.ErrNoContainers):
+		h.log(ctx, slog.LevelInfo, "denied: no containers", req, &d, "err", err)
+		return deny(http.StatusBadRequest, metav1.StatusReasonInvalid, err.Error()), OutcomeDenied, "no-containers"
 	case errors.Is(err, patch.ErrNoBootstrap):
 		h.log(ctx, slog.LevelInfo, "denied: no peers", req, &d, "err", err)
 		return deny(http.StatusForbidden, metav1.StatusReasonForbidden, err.Error()), OutcomeDenied, "no-peers"
@@ -154,6 +171,20 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest)
 	h.log(ctx, slog.LevelDebug, "injected", req, &d, "peers", d.Result.Plan.Peers, "reason", d.Result.Plan.Reason)
 	pt := admissionv1.PatchTypeJSONPatch
 	return &admissionv1.AdmissionResponse{Allowed: true, Patch: p, PatchType: &pt}, OutcomeInjected, ""
+}
+
+// resourceName reads as kubectl names a resource: "pods", "apps/v1 deployments",
+// "pods/status".
+func resourceName(r metav1.GroupVersionResource, sub string) string {
+	name := r.Resource
+	if sub != "" {
+		name += "/" + sub
+	}
+	gv := r.Version
+	if r.Group != "" {
+		gv = r.Group + "/" + r.Version
+	}
+	return gv + " " + name
 }
 
 // log writes one line with the request's identity (uid, namespace, name, ring, owner).

@@ -197,6 +197,27 @@ func TestBadRequests(t *testing.T) {
 	require.InDelta(t, float64(len(tests)), testutil.ToFloat64(f.metrics.Requests.WithLabelValues(OutcomeErrored, "bad-request")), 0)
 }
 
+// DecodeReview's errors keep their cause: callers tell a body that was too big or not JSON
+// by type, never by text.
+func TestDecodeReviewKeepsTheCause(t *testing.T) {
+	t.Parallel()
+	decode := func(body []byte) error {
+		r := httptest.NewRequest(http.MethodPost, "/mutate", bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		_, err := DecodeReview(httptest.NewRecorder(), r)
+		var bad *BadRequestError
+		require.ErrorAs(t, err, &bad)
+		return err
+	}
+	var tooBig *http.MaxBytesError
+	require.ErrorAs(t, decode(bytes.Repeat([]byte(" "), MaxRequestBytes+1)), &tooBig)
+	require.Equal(t, int64(MaxRequestBytes), tooBig.Limit)
+	// sigs.k8s.io/json's decoder (the API server's) has its own error types: the cause is
+	// kept as it returned it.
+	require.EqualError(t, errors.Unwrap(decode([]byte("{nope"))), "invalid character 'n' looking for beginning of object key string")
+	require.EqualError(t, decode([]byte(`{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}`)), "AdmissionReview has no request")
+}
+
 func TestReview(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, []runtime.Object{ringSTS("db", 3), readySlice("db-x", map[string]string{"db-0": "10.0.0.10", "db-1": "10.0.0.11"})},
@@ -243,7 +264,12 @@ func TestReview(t *testing.T) {
 			message: `StatefulSet shop/gone: owner not found: statefulsets.apps "gone" not found`},
 		"not a pod": {body: reviewBody(t, admissionv1.Create, stsPod("db", 0), func(r *admissionv1.AdmissionRequest) {
 			r.Resource = metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
-		}), code: 400, message: "habring mutates pods only, but was sent apps/v1, Resource=deployments ; fix the webhook configuration's rules"},
+		}), code: 400, message: "habring mutates pods only, but was sent apps/v1 deployments; fix the webhook configuration's rules"},
+		"pod subresource": {body: reviewBody(t, admissionv1.Create, stsPod("db", 0), func(r *admissionv1.AdmissionRequest) {
+			r.SubResource = "status"
+		}), code: 400, message: "habring mutates pods only, but was sent v1 pods/status; fix the webhook configuration's rules"},
+		"pod with no containers": {body: reviewBody(t, admissionv1.Create, func() *corev1.Pod { p := stsPod("db", 1); p.Spec.Containers = nil; return p }(), nil),
+			code: 400, message: "pod has no containers to run the Supervisor in; give the workload's pod template a container running the Habitat Supervisor"},
 		"object not a pod": {body: reviewBody(t, admissionv1.Create, map[string]any{"spec": "nope"}, nil), code: 400,
 			message: "request object is not a Pod: json: cannot unmarshal string into Go struct field Pod.spec of type v1.PodSpec"},
 	}

@@ -32,7 +32,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/habring/habring/certs"
+	"github.com/habring/habring/test/pki"
 )
 
 // Versions of what is built. Kubernetes' own go.mod pins everything else.
@@ -61,7 +61,7 @@ type Cluster struct {
 	// Config is the same, for client-go.
 	Config *rest.Config
 	// CA signs the API server's certificate; Issue from it for anything else.
-	CA *certs.CA
+	CA *pki.CA
 
 	dir   string
 	out   io.Writer
@@ -368,7 +368,7 @@ func httpOK(client *http.Client, url, token string) error {
 // writePKI makes the cluster CA, the API server's certificate, the service-account key
 // pair and an admin token, and returns the token.
 func (c *Cluster) writePKI(dir string) (string, error) {
-	ca, err := certs.NewCA("habring-local-cluster-ca", 24*time.Hour)
+	ca, err := pki.NewCA("habring-local-cluster-ca", 24*time.Hour)
 	if err != nil {
 		return "", err
 	}
@@ -408,7 +408,7 @@ func (c *Cluster) writePKI(dir string) (string, error) {
 	return token, nil
 }
 
-func loadCA(dir string) (*certs.CA, error) {
+func loadCA(dir string) (*pki.CA, error) {
 	crt, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
 	if err != nil {
 		return nil, err
@@ -417,7 +417,7 @@ func loadCA(dir string) (*certs.CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	return certs.LoadCA(crt, key)
+	return pki.LoadCA(crt, key)
 }
 
 func writeKubeconfig(path, server, token string, ca []byte) error {

@@ -22,7 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 
-	"github.com/habring/habring/certs"
+	"github.com/habring/habring/test/pki"
 )
 
 // RepoRoot is the habring checkout this package is in.
@@ -36,7 +36,7 @@ type Webhook struct {
 	// Addr is the listen address (127.0.0.1:port).
 	Addr string
 	// CA signs the serving certificate (the webhook configuration's caBundle).
-	CA *certs.CA
+	CA *pki.CA
 	// Log is the file the process writes to.
 	Log string
 
@@ -50,7 +50,7 @@ type Webhook struct {
 // StartWebhook runs binary as `habring webhook` against kubeconfig, with a serving
 // certificate from a new CA written under dir, and returns once /readyz answers.
 func StartWebhook(ctx context.Context, dir, binary, kubeconfig string, extraArgs ...string) (*Webhook, error) {
-	ca, err := certs.NewCA("habring-local-webhook-ca", 24*time.Hour)
+	ca, err := pki.NewCA("habring-local-webhook-ca", 24*time.Hour)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +80,7 @@ func (w *Webhook) Rotate() error {
 	if err != nil {
 		return err
 	}
-	return certs.WriteAtomic(w.certDir, map[string][]byte{"tls.crt": crt, "tls.key": key})
+	return pki.WriteAtomic(w.certDir, map[string][]byte{"tls.crt": crt, "tls.key": key})
 }
 
 // Client trusts the webhook's CA.

@@ -41,8 +41,9 @@ import (
 	metadatafake "k8s.io/client-go/metadata/fake"
 	"k8s.io/utils/ptr"
 
-	"github.com/habring/habring/certs"
 	"github.com/habring/habring/patch"
+	"github.com/habring/habring/test/echo"
+	"github.com/habring/habring/test/pki"
 	"github.com/habring/habring/webhook"
 )
 
@@ -72,7 +73,7 @@ type result struct {
 func run(d time.Duration, rate, conns int) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ca, err := certs.NewCA("load-ca", time.Hour)
+	ca, err := pki.NewCA("load-ca", time.Hour)
 	if err != nil {
 		return err
 	}
@@ -99,7 +100,7 @@ func run(d time.Duration, rate, conns int) error {
 	for _, s := range []struct {
 		name string
 		h    http.Handler
-	}{{"habring", habring}, {"echo floor", http.HandlerFunc(webhook.Echo)}} {
+	}{{"habring", habring}, {"echo floor", http.HandlerFunc(echo.Handler)}} {
 		addr, stop, err := serve(s.h, pair)
 		if err != nil {
 			return err
