@@ -70,10 +70,6 @@ func Admit(ctx context.Context, pod *corev1.Pod, namespace string, src Source, o
 	if err != nil {
 		return d, fmt.Errorf("ring %q in namespace %q: %w", d.Spec.Ring, namespace, err)
 	}
-	ring.Name, ring.Namespace, ring.ClusterDomain = d.Spec.Ring, namespace, opts.ClusterDomain
-	if ring.ClusterDomain == "" {
-		ring.ClusterDomain = DefaultClusterDomain
-	}
-	d.Result, err = Inject(pod, w, d.Spec, ring, opts)
+	d.Result, err = Inject(pod, w, d.Spec, namespace, ring, opts)
 	return d, err
 }

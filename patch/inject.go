@@ -29,6 +29,12 @@ type Options struct {
 	NativeSidecar bool
 }
 
+// Ways to run the labeler (the webhook's and render's --sidecar-mode).
+const (
+	SidecarNative    = "native"    // an init container with restartPolicy: Always (Kubernetes 1.29+)
+	SidecarContainer = "container" // a regular container
+)
+
 // DefaultMaxPeers is how many peers a pod is given when Options.MaxPeers is zero: enough
 // that one stale or restarting member does not strand a joining Supervisor.
 const DefaultMaxPeers = 5
@@ -43,14 +49,25 @@ type Result struct {
 	Patch []jsonpatch.Operation
 }
 
-// Inject computes the peers of pod and the pod as admitted. pod is left untouched. The
-// patch is the difference between pod and the result as the Go types see them, so
-// fields unknown to these types (a newer API server's) are neither removed nor reordered.
-func Inject(pod *corev1.Pod, w Workload, s Spec, ring Ring, opts Options) (*Result, error) {
-	if opts.MaxPeers == 0 {
-		opts.MaxPeers = DefaultMaxPeers
+// withDefaults fills the zero fields of o: the one place the mutation's defaults apply.
+func (o Options) withDefaults() Options {
+	if o.MaxPeers == 0 {
+		o.MaxPeers = DefaultMaxPeers
 	}
-	plan, err := Peers(pod.Name, w, ring, opts.MaxPeers)
+	if o.ClusterDomain == "" {
+		o.ClusterDomain = DefaultClusterDomain
+	}
+	return o
+}
+
+// Inject computes the peers of pod, created in namespace, and the pod as admitted. pod is
+// left untouched. The patch is the difference between pod and the result as the Go types
+// see them, so fields unknown to these types (a newer API server's) are neither removed
+// nor reordered.
+func Inject(pod *corev1.Pod, w Workload, s Spec, namespace string, ring Ring, opts Options) (*Result, error) {
+	opts = opts.withDefaults()
+	scope := Scope{Ring: s.Ring, Namespace: namespace, ClusterDomain: opts.ClusterDomain}
+	plan, err := Peers(pod.Name, w, scope, ring, opts.MaxPeers)
 	if err != nil {
 		return nil, err
 	}
@@ -138,6 +155,7 @@ func OptedOut(pod *corev1.Pod) bool { return pod.Annotations[AnnotationInject] =
 // Mutate returns a copy of pod with plan and s applied. Whatever the user already set
 // (a flag, an env var, a container or volume of the same name) is kept as it is.
 func Mutate(pod *corev1.Pod, s Spec, plan Plan, opts Options) *corev1.Pod {
+	opts = opts.withDefaults()
 	out := pod.DeepCopy()
 	if out.Labels == nil {
 		out.Labels = map[string]string{}
@@ -270,11 +288,7 @@ func addLabeler(pod *corev1.Pod, s Spec, opts Options) {
 	}
 	args := []string{"labeler", "--ring=" + s.Ring}
 	if s.PeerMode == PeerModeWatchFile {
-		maxPeers := opts.MaxPeers
-		if maxPeers == 0 {
-			maxPeers = DefaultMaxPeers
-		}
-		args = append(args, "--peer-watch-file="+PeerWatchFile, "--max-peers="+strconv.Itoa(maxPeers))
+		args = append(args, "--peer-watch-file="+PeerWatchFile, "--max-peers="+strconv.Itoa(opts.MaxPeers))
 	}
 	c := corev1.Container{
 		Name:  name,

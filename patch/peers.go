@@ -41,9 +41,11 @@ type Plan struct {
 	Reason string
 }
 
-// Peers computes the peer list of DESIGN.md "Peer list" for a pod named podName of w,
-// at most maxPeers long. It is deterministic: the same facts give the same list.
-func Peers(podName string, w Workload, ring Ring, maxPeers int) (Plan, error) {
+// Peers computes the peer list for a pod named podName of w, in the ring at scope, at most
+// maxPeers long: live members first, then stable names of lower StatefulSet ordinals (or,
+// for a Deployment with nothing live, of the ring's StatefulSets); README "Peer list"
+// says why. It is deterministic: the same facts give the same list.
+func Peers(podName string, w Workload, scope Scope, ring Ring, maxPeers int) (Plan, error) {
 	live := LiveMembers(podName, ring)
 	plan := Plan{Permanent: w.Kind == KindStatefulSet}
 	present := make(map[string]bool, len(live)) // pod names already given as live IPs
@@ -65,14 +67,14 @@ func Peers(podName string, w Workload, ring Ring, maxPeers int) (Plan, error) {
 			for i := range w.Ordinal {
 				pod := w.Name + "-" + strconv.Itoa(i)
 				if !present[pod] {
-					plan.Peers = append(plan.Peers, stableName(pod, w.ServiceName, ring))
+					plan.Peers = append(plan.Peers, stableName(pod, w.ServiceName, scope))
 					names++
 				}
 			}
 		} else if len(live) == 0 && w.Ordinal > 0 {
-			return Plan{}, &NoPeersError{Ring: ring.Name, Namespace: ring.Namespace,
+			return Plan{}, &NoPeersError{Ring: scope.Ring, Namespace: scope.Namespace,
 				Detail: fmt.Sprintf("StatefulSet %q has no spec.serviceName, so pod %d has no stable names of lower ordinals to peer with", w.Name, w.Ordinal),
-				Hint:   fmt.Sprintf("set spec.serviceName to a headless Service, or label a Service that selects these pods habitat.sh/ring=%s", ring.Name)}
+				Hint:   fmt.Sprintf("set spec.serviceName to a headless Service, or label a Service that selects these pods habitat.sh/ring=%s", scope.Ring)}
 		}
 	case KindDeployment:
 		if len(live) == 0 {
@@ -82,12 +84,12 @@ func Peers(podName string, w Workload, ring Ring, maxPeers int) (Plan, error) {
 					continue
 				}
 				for i := range s.Replicas {
-					plan.Peers = append(plan.Peers, stableName(s.Name+"-"+strconv.Itoa(int(i)), s.ServiceName, ring))
+					plan.Peers = append(plan.Peers, stableName(s.Name+"-"+strconv.Itoa(int(i)), s.ServiceName, scope))
 					names++
 				}
 			}
 			if names == 0 {
-				return Plan{}, &NoPeersError{Ring: ring.Name, Namespace: ring.Namespace, Detail: "no bootstrap StatefulSet (one with replicas and spec.serviceName)"}
+				return Plan{}, &NoPeersError{Ring: scope.Ring, Namespace: scope.Namespace, Detail: "no bootstrap StatefulSet (one with replicas and spec.serviceName)"}
 			}
 		}
 	default:
@@ -142,8 +144,8 @@ func LiveMembers(podName string, ring Ring) []Member {
 	return out
 }
 
-func stableName(pod, service string, ring Ring) string {
-	return pod + "." + service + "." + ring.Namespace + ".svc." + ring.ClusterDomain
+func stableName(pod, service string, scope Scope) string {
+	return pod + "." + service + "." + scope.Namespace + ".svc." + scope.ClusterDomain
 }
 
 func reason(w Workload, live, names, total int) string {

@@ -16,9 +16,9 @@ func TestPeers(t *testing.T) {
 	}
 	deploy := Workload{Kind: KindDeployment, Name: "web", Ordinal: -1}
 	ring := func(members ...Member) Ring {
-		return Ring{Name: "main", Namespace: "ns", ClusterDomain: "cluster.local", Members: members,
-			StatefulSets: []BootstrapSet{{Name: "db", ServiceName: "db", Replicas: 3}}}
+		return Ring{Members: members, StatefulSets: []BootstrapSet{{Name: "db", ServiceName: "db", Replicas: 3}}}
 	}
+	scope := Scope{Ring: "main", Namespace: "ns", ClusterDomain: "cluster.local"}
 	name := func(i string) string { return "db-" + i + ".db.ns.svc.cluster.local" }
 	tests := map[string]struct {
 		pod       string
@@ -43,13 +43,13 @@ func TestPeers(t *testing.T) {
 		"cap keeps the best":    {pod: "db-2", w: sts(2), ring: ring(Member{"10.0.0.1", "db-1"}), max: 1, want: []string{"10.0.0.1"}, permanent: true},
 		"deployment, live ring": {pod: "", w: deploy, ring: ring(Member{"10.1.0.1", "web-a"}), want: []string{"10.1.0.1"}},
 		"deployment, nothing live: the ring statefulset's names": {pod: "", w: deploy, ring: ring(), want: []string{name("0"), name("1"), name("2")}},
-		"deployment, nothing at all: denied":                     {pod: "", w: deploy, ring: Ring{Name: "main", Namespace: "ns"}, wantErr: ErrNoBootstrap},
+		"deployment, nothing at all: denied":                     {pod: "", w: deploy, ring: Ring{}, wantErr: ErrNoBootstrap},
 		"unknown ordinal":                                        {pod: "db-x", w: sts(-1), ring: ring(), wantErr: errAny},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			got, err := Peers(tc.pod, tc.w, tc.ring, tc.max)
+			got, err := Peers(tc.pod, tc.w, scope, tc.ring, tc.max)
 			if tc.wantErr != nil {
 				require.Error(t, err)
 				if !errors.Is(tc.wantErr, errAny) {
@@ -60,7 +60,7 @@ func TestPeers(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, tc.want, got.Peers)
 			require.Equal(t, tc.permanent, got.Permanent)
-			again, _ := Peers(tc.pod, tc.w, tc.ring, tc.max)
+			again, _ := Peers(tc.pod, tc.w, scope, tc.ring, tc.max)
 			require.Equal(t, got, again, "not deterministic")
 		})
 	}

@@ -39,11 +39,16 @@ type BootstrapSet struct {
 	Replicas    int32
 }
 
-// Ring is the live state of one ring in one namespace.
+// Ring is the live state of one ring in one namespace, as a Source found it.
 type Ring struct {
-	Name          string
-	Members       []Member
-	StatefulSets  []BootstrapSet
+	Members      []Member
+	StatefulSets []BootstrapSet
+}
+
+// Scope says where a ring lives: its name, its namespace and the cluster DNS domain,
+// which together make StatefulSet pods' stable names and denial messages.
+type Scope struct {
+	Ring          string
 	Namespace     string
 	ClusterDomain string
 }

@@ -7,14 +7,13 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/habring/habring/patch"
 )
 
-// Sidecar modes (--sidecar-mode).
-const (
-	SidecarAuto      = "auto"      // native when the API server is 1.29 or newer
-	SidecarNative    = "native"    // an init container with restartPolicy: Always
-	SidecarContainer = "container" // a regular container
-)
+// SidecarAuto (--sidecar-mode=auto, the default) picks patch.SidecarNative when the API
+// server is 1.29 or newer and patch.SidecarContainer otherwise.
+const SidecarAuto = "auto"
 
 // Config is everything `habring webhook` is told, validated once by Validate.
 type Config struct {
@@ -30,7 +29,7 @@ type Config struct {
 	MaxPeers int
 	// ClusterDomain forms StatefulSet pods' stable names (default "cluster.local").
 	ClusterDomain string
-	// SidecarMode is SidecarAuto (default), SidecarNative or SidecarContainer.
+	// SidecarMode is SidecarAuto (default), patch.SidecarNative or patch.SidecarContainer.
 	SidecarMode string
 	// RequestTimeout bounds one admission's work (default 5s); keep it below the webhook
 	// configuration's timeoutSeconds (deploy/ sets 10s) so habring answers first.
@@ -46,8 +45,8 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		Listen:          ":8443",
-		MaxPeers:        5,
-		ClusterDomain:   "cluster.local",
+		MaxPeers:        patch.DefaultMaxPeers,
+		ClusterDomain:   patch.DefaultClusterDomain,
 		SidecarMode:     SidecarAuto,
 		RequestTimeout:  5 * time.Second,
 		ShutdownDelay:   5 * time.Second,
@@ -74,7 +73,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--cluster-domain %q: %s", c.ClusterDomain, msgs[0]))
 	}
 	switch c.SidecarMode {
-	case SidecarAuto, SidecarNative, SidecarContainer:
+	case SidecarAuto, patch.SidecarNative, patch.SidecarContainer:
 	default:
 		errs = append(errs, fmt.Errorf("--sidecar-mode %q: want auto, native or container", c.SidecarMode))
 	}

@@ -31,6 +31,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/patch"
+	"github.com/habring/habring/ring"
 )
 
 const ns = "shop"
@@ -80,7 +81,7 @@ func deploymentPod(deploy string) *corev1.Pod {
 
 type fixture struct {
 	client  *fake.Clientset
-	cluster *Cluster
+	cluster *ring.Cache
 	handler *Handler
 	metrics *Metrics
 	router  http.Handler
@@ -108,8 +109,9 @@ func newFixtureWith(t testing.TB, setup func(*fake.Clientset), objs []runtime.Ob
 	}
 	meta := metadatafake.NewSimpleMetadataClient(scheme, mobjs...)
 	m := NewMetrics()
-	c, err := NewCluster(client, meta, m)
+	c, err := ring.NewCache(client, meta)
 	require.NoError(t, err)
+	c.OnLookup = m.ownerLookup
 	c.Start(t.Context())
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()

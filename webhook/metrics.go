@@ -63,3 +63,8 @@ func NewMetrics() *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// ownerLookup counts one owner lookup (ring.Cache.OnLookup).
+func (m *Metrics) ownerLookup(kind, source string) {
+	m.OwnerLookups.WithLabelValues(kind, source).Inc()
+}

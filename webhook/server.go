@@ -16,13 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/habring/habring/certs"
 	"github.com/habring/habring/patch"
+	"github.com/habring/habring/ring"
 )
 
 // Readiness says whether this replica should be sent requests.
@@ -68,20 +65,11 @@ func recoverer(m *Metrics, log *slog.Logger) mux.MiddlewareFunc {
 // Run serves the webhook until ctx ends, then shuts down gracefully: /readyz fails for
 // ShutdownDelay, the listener closes, and in-flight requests finish.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	rc, err := restConfig(cfg.Kubeconfig)
+	clients, err := ring.Connect(cfg.Kubeconfig, "habring-webhook")
 	if err != nil {
 		return err
 	}
-	rc.UserAgent = "habring-webhook"
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
-	}
-	meta, err := metadata.NewForConfig(rc)
-	if err != nil {
-		return fmt.Errorf("metadata client: %w", err)
-	}
-	native, err := nativeSidecars(cfg.SidecarMode, client.Discovery())
+	native, err := nativeSidecars(cfg.SidecarMode, clients.Kube.Discovery())
 	if err != nil {
 		return err
 	}
@@ -93,10 +81,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	reloader.OnLoad = func(leaf *x509.Certificate) { m.CertNotAfter.Set(float64(leaf.NotAfter.Unix())) }
 	m.CertNotAfter.Set(float64(reloader.Leaf().NotAfter.Unix()))
 
-	cluster, err := NewCluster(client, meta, m)
+	cluster, err := ring.NewCache(clients.Kube, clients.Meta)
 	if err != nil {
 		return err
 	}
+	cluster.OnLookup = m.ownerLookup
 	h := &Handler{Source: cluster, Metrics: m, Log: log, Timeout: cfg.RequestTimeout, Options: patch.Options{
 		MaxPeers: cfg.MaxPeers, ClusterDomain: cfg.ClusterDomain, LabelerImage: cfg.LabelerImage, NativeSidecar: native}}
 
@@ -131,6 +120,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	cluster.Start(runCtx)
 	go func() {
 		if cluster.WaitForSync(runCtx) {
+			m.CacheSynced.Set(1)
 			log.Info("caches synced")
 		}
 	}()
@@ -169,28 +159,13 @@ func certReady(leaf *x509.Certificate, now time.Time) error {
 	return nil
 }
 
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		rc, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("in-cluster config: %w (outside a cluster, pass --kubeconfig)", err)
-		}
-		return rc, nil
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
-	}
-	return rc, nil
-}
-
 // nativeSidecars resolves --sidecar-mode. Native sidecars (restartPolicy: Always on an
 // init container) are on by default since Kubernetes 1.29.
 func nativeSidecars(mode string, d discovery.ServerVersionInterface) (bool, error) {
 	switch mode {
-	case SidecarNative:
+	case patch.SidecarNative:
 		return true, nil
-	case SidecarContainer:
+	case patch.SidecarContainer:
 		return false, nil
 	}
 	info, err := d.ServerVersion()
@@ -202,33 +177,4 @@ func nativeSidecars(mode string, d discovery.ServerVersionInterface) (bool, erro
 		return false, fmt.Errorf("parse API server version %q: %w (set --sidecar-mode=native|container)", info.GitVersion, err)
 	}
 	return v.AtLeast(version.MajorMinor(1, 29)), nil
-}
-
-// LiveRing starts the webhook's caches against the cluster in kubeconfig and returns them
-// once synced, for `habring render --kubeconfig`.
-func LiveRing(ctx context.Context, kubeconfig string) (*Cluster, error) {
-	rc, err := restConfig(kubeconfig)
-	if err != nil {
-		return nil, err
-	}
-	rc.UserAgent = "habring-render"
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	meta, err := metadata.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("metadata client: %w", err)
-	}
-	c, err := NewCluster(client, meta, nil)
-	if err != nil {
-		return nil, err
-	}
-	c.Start(ctx)
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if !c.WaitForSync(sctx) {
-		return nil, fmt.Errorf("caches of %s did not sync in 30s: is the API server reachable, and may this user list statefulsets, deployments and endpointslices?", rc.Host)
-	}
-	return c, nil
 }

@@ -7,6 +7,8 @@ import (
 	"k8s.io/apimachinery/pkg/version"
 	fakediscovery "k8s.io/client-go/discovery/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/habring/habring/patch"
 )
 
 func TestNativeSidecars(t *testing.T) {
@@ -22,8 +24,8 @@ func TestNativeSidecars(t *testing.T) {
 		"auto, vendor suffix": {mode: SidecarAuto, server: "v1.30.4-eks-a1b2c3", want: true},
 		"auto, unparsable":    {mode: SidecarAuto, server: "v0.0.0-master+$Format:%H$", want: false},
 		"auto, garbage":       {mode: SidecarAuto, server: "latest", wantErr: `parse API server version "latest"`},
-		"native forced":       {mode: SidecarNative, server: "v1.20.0", want: true},
-		"container forced":    {mode: SidecarContainer, server: "v1.37.2", want: false},
+		"native forced":       {mode: patch.SidecarNative, server: "v1.20.0", want: true},
+		"container forced":    {mode: patch.SidecarContainer, server: "v1.37.2", want: false},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/habring/habring/labeler"
-	"github.com/habring/habring/patch"
 	"github.com/habring/habring/render"
 	"github.com/habring/habring/webhook"
 )
@@ -21,6 +20,7 @@ import (
 type runners struct {
 	webhook func(context.Context, webhook.Config, *slog.Logger) error
 	labeler func(context.Context, labeler.Config, *slog.Logger) error
+	render  func(context.Context, render.Config, io.Reader, io.Writer, *slog.Logger) error
 	stdin   io.Reader
 	stdout  io.Writer
 	// global, when set, installs the logger process-wide (client-go logs through klog);
@@ -176,52 +176,18 @@ func labelerFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logge
 }
 
 func renderFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logger) error {
-	var file, kubeconfig, namespace, sidecar string
-	opts := patch.Options{MaxPeers: patch.DefaultMaxPeers, ClusterDomain: patch.DefaultClusterDomain, LabelerImage: render.DefaultImage}
-	fs.StringVar(&file, "f", "", "manifests to render (multi-document YAML); - reads standard input (required)")
-	fs.StringVar(&kubeconfig, "kubeconfig", "", "read the ring's live members from this cluster; empty renders offline (no live member)")
-	fs.StringVar(&namespace, "namespace", "default", "namespace for manifests that name none")
-	fs.StringVar(&opts.LabelerImage, "labeler-image", opts.LabelerImage, "labeler sidecar image to show")
-	fs.IntVar(&opts.MaxPeers, "max-peers", opts.MaxPeers, "most --peer addresses per Supervisor, as the webhook's --max-peers")
-	fs.StringVar(&opts.ClusterDomain, "cluster-domain", opts.ClusterDomain, "cluster DNS domain, as the webhook's --cluster-domain")
-	fs.StringVar(&sidecar, "sidecar-mode", webhook.SidecarNative, "labeler as a native sidecar (native) or a regular container (container)")
+	cfg := render.Defaults()
+	fs.StringVar(&cfg.File, "f", "", "manifests to render (multi-document YAML); - reads standard input (required)")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "read the ring's live members from this cluster; empty renders offline (no live member)")
+	fs.StringVar(&cfg.Namespace, "namespace", cfg.Namespace, "namespace for manifests that name none")
+	fs.StringVar(&cfg.Options.LabelerImage, "labeler-image", cfg.Options.LabelerImage, "labeler sidecar image to show")
+	fs.IntVar(&cfg.Options.MaxPeers, "max-peers", cfg.Options.MaxPeers, "most --peer addresses per Supervisor, as the webhook's --max-peers")
+	fs.StringVar(&cfg.Options.ClusterDomain, "cluster-domain", cfg.Options.ClusterDomain, "cluster DNS domain, as the webhook's --cluster-domain")
+	fs.StringVar(&cfg.SidecarMode, "sidecar-mode", cfg.SidecarMode, "labeler as a native sidecar (native) or a regular container (container)")
 	return func(ctx context.Context, log *slog.Logger) error {
-		switch {
-		case file == "":
-			return usageError{errors.New("-f is required: a file of StatefulSet/Deployment manifests, or - for standard input")}
-		case sidecar != webhook.SidecarNative && sidecar != webhook.SidecarContainer:
-			return usageError{fmt.Errorf("--sidecar-mode %q: want native or container", sidecar)}
+		if err := cfg.Validate(); err != nil {
+			return usageError{err}
 		}
-		opts.NativeSidecar = sidecar == webhook.SidecarNative
-		var data []byte
-		var err error
-		if file == "-" {
-			data, err = io.ReadAll(r.stdin)
-		} else {
-			data, err = os.ReadFile(file)
-		}
-		if err != nil {
-			return fmt.Errorf("read manifests: %w", err)
-		}
-		objs, skipped, err := render.Parse(data, namespace)
-		if err != nil {
-			return fmt.Errorf("%s: %w", file, err)
-		}
-		for _, s := range skipped {
-			log.Info("not a workload; skipped", "object", s)
-		}
-		var ring patch.Source = objs
-		if kubeconfig != "" {
-			live, err := webhook.LiveRing(ctx, kubeconfig)
-			if err != nil {
-				return err
-			}
-			ring = live
-		}
-		pods, renderErr := render.Render(ctx, objs, ring, opts)
-		if err := render.YAML(r.stdout, pods); err != nil {
-			return err
-		}
-		return renderErr
+		return r.render(ctx, cfg, r.stdin, r.stdout, log)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/habring/habring/labeler"
+	"github.com/habring/habring/patch"
+	"github.com/habring/habring/render"
 	"github.com/habring/habring/webhook"
 )
 
@@ -26,7 +28,7 @@ func TestWebhookFlags(t *testing.T) {
 	require.Equal(t, 0, code, errb.String())
 	want := webhook.Defaults()
 	want.TLSCertFile, want.TLSKeyFile, want.LabelerImage, want.MaxPeers = "c", "k", "img", 3
-	want.ClusterDomain, want.SidecarMode, want.RequestTimeout, want.ShutdownDelay = "corp.example", webhook.SidecarContainer, 2*time.Second, 0
+	want.ClusterDomain, want.SidecarMode, want.RequestTimeout, want.ShutdownDelay = "corp.example", patch.SidecarContainer, 2*time.Second, 0
 	require.Equal(t, want, got)
 }
 
@@ -95,7 +97,7 @@ func TestRender(t *testing.T) {
 	in, err := os.ReadFile("../../examples/ring.yaml")
 	require.NoError(t, err)
 	var out, errb bytes.Buffer
-	r := runners{stdin: bytes.NewReader(in), stdout: &out}
+	r := runners{render: render.Run, stdin: bytes.NewReader(in), stdout: &out}
 	require.Equal(t, 0, cli(t.Context(), []string{"render", "-f", "-", "--max-peers=1", "--sidecar-mode=container"}, &out, &errb, r), errb.String())
 	require.Equal(t, 4, strings.Count(out.String(), "kind: Pod\n"))
 	require.Contains(t, out.String(), "- --peer=hab-bastion-0.hab-bastion.shop.svc.cluster.local\n    - --permanent-peer")

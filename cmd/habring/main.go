@@ -11,6 +11,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/habring/habring/labeler"
+	"github.com/habring/habring/render"
 	"github.com/habring/habring/webhook"
 )
 
@@ -19,7 +20,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(cli(ctx, os.Args[1:], os.Stdout, os.Stderr, runners{
-		webhook: webhook.Run, labeler: labeler.Run, stdin: os.Stdin, stdout: os.Stdout,
+		webhook: webhook.Run, labeler: labeler.Run, render: render.Run, stdin: os.Stdin, stdout: os.Stdout,
 		global: klog.SetSlogLogger, // client-go logs through klog: one logger for everything
 	}))
 }

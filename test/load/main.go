@@ -42,6 +42,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/patch"
+	"github.com/habring/habring/ring"
 	"github.com/habring/habring/test/echo"
 	"github.com/habring/habring/test/pki"
 	"github.com/habring/habring/webhook"
@@ -141,7 +142,7 @@ func habringHandler(ctx context.Context) (http.Handler, error) {
 		return nil, err
 	}
 	m := webhook.NewMetrics()
-	c, err := webhook.NewCluster(fake.NewClientset([]runtime.Object{sts, slice}...), metadatafake.NewSimpleMetadataClient(scheme), m)
+	c, err := ring.NewCache(fake.NewClientset([]runtime.Object{sts, slice}...), metadatafake.NewSimpleMetadataClient(scheme))
 	if err != nil {
 		return nil, err
 	}

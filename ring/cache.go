@@ -1,4 +1,4 @@
-package webhook
+package ring
 
 import (
 	"context"
@@ -27,12 +27,12 @@ const ringIndex = "habring-ring" // namespace/ring
 
 var deploymentsGVR = appsv1.SchemeGroupVersion.WithResource("deployments")
 
-// Cluster answers patch.Source from informer caches: StatefulSets (typed), Deployments
+// Cache answers patch.Source from informer caches: StatefulSets (typed), Deployments
 // (metadata only) and the EndpointSlices labelled habitat.sh/ring. The caches keep only
 // what admission reads, so memory grows with the ring workloads rather than the cluster.
 // A workload missing from the cache (created a moment before its first pod) is fetched
 // from the API server; it is never silently skipped.
-type Cluster struct {
+type Cache struct {
 	client kubernetes.Interface
 	meta   metadata.Interface
 
@@ -43,12 +43,14 @@ type Cluster struct {
 	synced          []cache.InformerSynced
 	start           []func(<-chan struct{})
 
-	metrics *Metrics
+	// OnLookup, when set, is told of each owner lookup: its kind, and "cache" or "api"
+	// (a cache miss answered by a GET). The webhook counts them.
+	OnLookup func(kind, source string)
 }
 
-// NewCluster builds the informers; Start runs them.
-func NewCluster(client kubernetes.Interface, meta metadata.Interface, m *Metrics) (*Cluster, error) {
-	c := &Cluster{client: client, meta: meta, metrics: m}
+// NewCache builds the informers; Start runs them.
+func NewCache(client kubernetes.Interface, meta metadata.Interface) (*Cache, error) {
+	c := &Cache{client: client, meta: meta}
 
 	all := informers.NewSharedInformerFactory(client, resyncNever)
 	sts := all.Apps().V1().StatefulSets()
@@ -85,23 +87,19 @@ func NewCluster(client kubernetes.Interface, meta metadata.Interface, m *Metrics
 }
 
 // Start runs the informers until ctx ends.
-func (c *Cluster) Start(ctx context.Context) {
+func (c *Cache) Start(ctx context.Context) {
 	for _, s := range c.start {
 		s(ctx.Done())
 	}
 }
 
 // WaitForSync blocks until every cache has synced or ctx ends.
-func (c *Cluster) WaitForSync(ctx context.Context) bool {
-	ok := cache.WaitForCacheSync(ctx.Done(), c.synced...)
-	if ok && c.metrics != nil {
-		c.metrics.CacheSynced.Set(1)
-	}
-	return ok
+func (c *Cache) WaitForSync(ctx context.Context) bool {
+	return cache.WaitForCacheSync(ctx.Done(), c.synced...)
 }
 
 // Synced reports whether every cache has synced.
-func (c *Cluster) Synced() bool {
+func (c *Cache) Synced() bool {
 	for _, s := range c.synced {
 		if !s() {
 			return false
@@ -111,7 +109,7 @@ func (c *Cluster) Synced() bool {
 }
 
 // Workload implements patch.Source.
-func (c *Cluster) Workload(ctx context.Context, ns string, o patch.Owner, pod *corev1.Pod) (patch.Workload, error) {
+func (c *Cache) Workload(ctx context.Context, ns string, o patch.Owner, pod *corev1.Pod) (patch.Workload, error) {
 	switch o.Kind {
 	case patch.KindStatefulSet:
 		sts, err := c.statefulSets.StatefulSets(ns).Get(o.Name)
@@ -145,7 +143,7 @@ func (c *Cluster) Workload(ctx context.Context, ns string, o patch.Owner, pod *c
 
 // Ring implements patch.Source from the caches alone: they are the live state, and an
 // API server that stops answering leaves them serving what they last saw.
-func (c *Cluster) Ring(_ context.Context, ns, ring string) (patch.Ring, error) {
+func (c *Cache) Ring(_ context.Context, ns, ring string) (patch.Ring, error) {
 	key := ns + "/" + ring
 	objs, err := c.slices.ByIndex(ringIndex, key)
 	if err != nil {
@@ -166,9 +164,9 @@ func (c *Cluster) Ring(_ context.Context, ns, ring string) (patch.Ring, error) {
 	return patch.Ring{Members: patch.Members(slices), StatefulSets: patch.BootstrapSets(sets)}, nil
 }
 
-func (c *Cluster) lookup(kind, source string) {
-	if c.metrics != nil {
-		c.metrics.OwnerLookups.WithLabelValues(kind, source).Inc()
+func (c *Cache) lookup(kind, source string) {
+	if c.OnLookup != nil {
+		c.OnLookup(kind, source)
 	}
 }
 

@@ -1,0 +1,70 @@
+package ring
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Clients are the API clients a Cache reads through.
+type Clients struct {
+	Kube kubernetes.Interface
+	Meta metadata.Interface
+	// Host is the API server's address, for messages that say where a problem is.
+	Host string
+}
+
+// RESTConfig loads the kubeconfig at path, or the in-cluster config (the pod's service
+// account token) when path is empty, and names the caller in userAgent.
+func RESTConfig(path, userAgent string) (*rest.Config, error) {
+	var rc *rest.Config
+	var err error
+	if path == "" {
+		rc, err = rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster config: %w (outside a cluster, pass --kubeconfig)", err)
+		}
+	} else if rc, err = clientcmd.BuildConfigFromFlags("", path); err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	rc.UserAgent = userAgent
+	return rc, nil
+}
+
+// Connect builds the clients from the kubeconfig at path (in-cluster when empty).
+func Connect(path, userAgent string) (*Clients, error) {
+	rc, err := RESTConfig(path, userAgent)
+	if err != nil {
+		return nil, err
+	}
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	meta, err := metadata.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("metadata client: %w", err)
+	}
+	return &Clients{Kube: kube, Meta: meta, Host: rc.Host}, nil
+}
+
+// Live starts a Cache on c and returns it once synced, for a one-shot reader such as
+// `habring render --kubeconfig`. Its informers run until ctx ends.
+func (c *Clients) Live(ctx context.Context, timeout time.Duration) (*Cache, error) {
+	cache, err := NewCache(c.Kube, c.Meta)
+	if err != nil {
+		return nil, err
+	}
+	cache.Start(ctx)
+	sctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if !cache.WaitForSync(sctx) {
+		return nil, fmt.Errorf("caches of %s did not sync in %s: is the API server reachable, and may this user list statefulsets, deployments and endpointslices?", c.Host, timeout)
+	}
+	return cache, nil
+}
