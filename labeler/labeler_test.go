@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	testingclock "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/patch"
@@ -133,8 +134,9 @@ func TestGatewayErrors(t *testing.T) {
 
 // supervisor is an httptest Supervisor whose census the test changes over time.
 type supervisor struct {
-	mu   sync.Mutex
-	body []byte // nil: gateway down (503)
+	mu    sync.Mutex
+	body  []byte // nil: gateway down (503)
+	reads int
 }
 
 func (s *supervisor) set(t *testing.T, file string) {
@@ -149,14 +151,33 @@ func (s *supervisor) set(t *testing.T, file string) {
 	s.body = b
 }
 
+func (s *supervisor) readCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reads
+}
+
 func (s *supervisor) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.reads++
 	if s.body == nil {
 		http.Error(w, "down", http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = w.Write(s.body)
+}
+
+// tick moves the labeler's clock by d once its loop waits on it, and returns once the
+// loop has read the census again (and written whatever follows) and waits again. d must
+// reach past the loop's next wake-up.
+func tick(t *testing.T, clk *testingclock.FakeClock, sup *supervisor, d time.Duration) {
+	t.Helper()
+	require.Eventually(t, clk.HasWaiters, 5*time.Second, time.Millisecond, "the census loop never waited")
+	before := sup.readCount()
+	clk.Step(d)
+	require.Eventually(t, func() bool { return sup.readCount() > before && clk.HasWaiters() }, 5*time.Second, time.Millisecond,
+		"the census loop did not read again after %s", d)
 }
 
 func TestRoleFollowsCensus(t *testing.T) {
@@ -181,35 +202,39 @@ func TestRoleFollowsCensus(t *testing.T) {
 
 	cfg := Defaults()
 	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = srv.URL, "redis-1", "shop", "127.0.0.1:0"
-	cfg.Interval, cfg.StaleAfter = 10*time.Millisecond, 300*time.Millisecond
-	require.NoError(t, cfg.Validate())
-	l := New(cfg, client, slog.New(slog.DiscardHandler))
+	require.NoError(t, cfg.Validate()) // interval 5s, stale after 30s: on the fake clock
+	clk := testingclock.NewFakeClock(time.Now())
+	l := New(cfg, client, clk, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error)
 	go func() { done <- l.Run(ctx) }()
 
 	label := func(role string) string { return `redis-1: {"metadata":{"labels":{"habitat.sh/role":"` + role + `"}}}` }
-	waitFor := func(want ...string) {
-		t.Helper()
-		require.Eventually(t, func() bool { return len(written()) == len(want) }, 5*time.Second, 5*time.Millisecond, "writes: %v", written())
-		require.Equal(t, want, written())
+	step := func() { tick(t, clk, sup, 2*cfg.Interval) } // past the interval and its 20% jitter
+	require.Eventually(t, func() bool { return len(written()) == 1 }, 5*time.Second, time.Millisecond)
+	require.Equal(t, []string{label("follower")}, written())
+	for range 3 {
+		step() // more reads of the same census: no more writes
 	}
-	waitFor(label("follower"))
-	time.Sleep(50 * time.Millisecond) // several more reads of the same census: no more writes
-	waitFor(label("follower"))
+	require.Equal(t, 4, sup.readCount())
+	require.Equal(t, []string{label("follower")}, written())
 
 	sup.set(t, "census_election_in_progress.json")
-	waitFor(label("follower"), label("none"))
+	step()
+	require.Equal(t, []string{label("follower"), label("none")}, written())
 	sup.set(t, "census_leader.json")
-	waitFor(label("follower"), label("none"), label("leader"))
+	step()
+	require.Equal(t, []string{label("follower"), label("none"), label("leader")}, written())
 	require.True(t, l.censusOK.Load())
 
 	// Gateway down: the label stays "leader" until --stale-after, then becomes "none".
-	down := time.Now()
 	sup.set(t, "")
-	require.Eventually(t, func() bool { return !l.censusOK.Load() }, 5*time.Second, 5*time.Millisecond)
-	waitFor(label("follower"), label("none"), label("leader"), label("none"))
-	require.GreaterOrEqual(t, time.Since(down), cfg.StaleAfter-cfg.Interval, "label dropped before --stale-after")
+	step() // 10s after the last good read
+	require.False(t, l.censusOK.Load())
+	tick(t, clk, sup, 15*time.Second) // 25s (the backoff's first step is at most 6s)
+	require.Equal(t, []string{label("follower"), label("none"), label("leader")}, written(), "label dropped before --stale-after")
+	tick(t, clk, sup, 10*time.Second) // 35s (its second at most 9s): stale
+	require.Equal(t, []string{label("follower"), label("none"), label("leader"), label("none")}, written())
 
 	cancel()
 	require.NoError(t, <-done)
@@ -232,13 +257,18 @@ func TestKeepsExistingLabelWithoutWriting(t *testing.T) {
 	client.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) { patches.Add(1); return false, nil, nil })
 	cfg := Defaults()
 	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = srv.URL, "redis-0", "shop", "127.0.0.1:0"
-	cfg.Interval = 5 * time.Millisecond
-	l := New(cfg, client, slog.New(slog.DiscardHandler))
+	clk := testingclock.NewFakeClock(time.Now())
+	l := New(cfg, client, clk, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(t.Context())
-	go func() { _ = l.Run(ctx) }()
-	require.Eventually(t, l.censusOK.Load, 5*time.Second, 5*time.Millisecond)
-	time.Sleep(50 * time.Millisecond)
+	done := make(chan error)
+	go func() { done <- l.Run(ctx) }()
+	for range 3 {
+		tick(t, clk, sup, 2*cfg.Interval)
+	}
+	require.Equal(t, 4, sup.readCount())
+	require.True(t, l.censusOK.Load())
 	cancel()
+	require.NoError(t, <-done)
 	require.Zero(t, patches.Load(), "a restart of the labeler rewrote an unchanged label")
 }
 
@@ -266,7 +296,7 @@ func TestPeerFile(t *testing.T) {
 	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = "http://127.0.0.1:1", "redis-9", "shop", "127.0.0.1:0"
 	cfg.Ring, cfg.PeerWatchFile = "main", filepath.Join(dir, "peers")
 	require.NoError(t, cfg.Validate())
-	l := New(cfg, client, slog.New(slog.DiscardHandler))
+	l := New(cfg, client, testingclock.NewFakeClock(time.Now()), slog.New(slog.DiscardHandler))
 	ready := func() int {
 		w := httptest.NewRecorder()
 		l.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))
@@ -288,8 +318,15 @@ func TestPeerFile(t *testing.T) {
 	other.Endpoints[0].Addresses = []string{"10.9.9.9"}
 	_, err = client.DiscoveryV1().EndpointSlices("shop").Create(t.Context(), other, metav1.CreateOptions{})
 	require.NoError(t, err)
-	time.Sleep(50 * time.Millisecond)
-	require.Equal(t, "10.0.0.10\n10.0.0.12\n10.0.0.13\n", read(), "another ring's members leaked in")
+	// Events arrive in order: once a later member of this ring is in the file, the other
+	// ring's slice has been seen too, and must have been left out.
+	later := slice.DeepCopy()
+	later.Name = "redis-y"
+	later.Endpoints = []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.14"}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-4"}}}
+	_, err = client.DiscoveryV1().EndpointSlices("shop").Create(t.Context(), later, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return strings.Contains(read(), "10.0.0.14") }, 5*time.Second, 5*time.Millisecond, "file: %q", read())
+	require.Equal(t, "10.0.0.10\n10.0.0.12\n10.0.0.13\n10.0.0.14\n", read(), "another ring's members leaked in")
 }
 
 func TestConfigValidate(t *testing.T) {

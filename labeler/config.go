@@ -1,0 +1,77 @@
+package labeler
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/habring/habring/patch"
+)
+
+// Config is everything `habring labeler` is told, validated once by Validate.
+type Config struct {
+	// Gateway is the Supervisor's HTTP gateway (default http://127.0.0.1:9631).
+	Gateway string
+	// GatewayToken is HAB_SUP_GATEWAY_AUTH_TOKEN (from the environment, never a flag).
+	GatewayToken string
+	// Interval between census reads (default 5s), jittered by up to 20%.
+	Interval time.Duration
+	// StaleAfter is how long the last label is kept while the gateway fails (default 30s);
+	// after that the label becomes "none", so a dead leader never stays "leader".
+	StaleAfter time.Duration
+	// ServiceGroup is the census group to publish (e.g. redis.default); empty means the
+	// one group the local member belongs to.
+	ServiceGroup string
+	// PodName and Namespace identify the labeler's own pod (downward API).
+	PodName, Namespace string
+	// Ring is the ring name, for watch-file mode.
+	Ring string
+	// PeerWatchFile, when set, is kept filled with the ring's live members.
+	PeerWatchFile string
+	// MaxPeers caps the watch file (default 5).
+	MaxPeers int
+	// HealthListen serves /healthz, /readyz and /metrics (default :9646).
+	HealthListen string
+	// Kubeconfig is a kubeconfig path; empty means the in-cluster config.
+	Kubeconfig string
+}
+
+// Defaults returns a Config with every documented default set.
+func Defaults() Config {
+	return Config{
+		Gateway:      fmt.Sprintf("http://127.0.0.1:%d", patch.GatewayPort),
+		Interval:     5 * time.Second,
+		StaleAfter:   30 * time.Second,
+		MaxPeers:     patch.DefaultMaxPeers,
+		HealthListen: fmt.Sprintf(":%d", patch.LabelerHealthPort),
+	}
+}
+
+// Validate reports every problem at once, each naming the flag to change.
+func (c Config) Validate() error {
+	var errs []error
+	if !strings.HasPrefix(c.Gateway, "http://") && !strings.HasPrefix(c.Gateway, "https://") {
+		errs = append(errs, fmt.Errorf("--gateway %q: want an http:// URL", c.Gateway))
+	}
+	if c.Interval <= 0 {
+		errs = append(errs, fmt.Errorf("--interval %s: want more than 0", c.Interval))
+	}
+	if c.StaleAfter < c.Interval {
+		errs = append(errs, fmt.Errorf("--stale-after %s: want at least --interval (%s)", c.StaleAfter, c.Interval))
+	}
+	if c.PodName == "" || c.Namespace == "" {
+		errs = append(errs, errors.New("--pod-name and --namespace are required (the webhook sets HABRING_POD_NAME and HABRING_POD_NAMESPACE from the downward API)"))
+	}
+	if c.PeerWatchFile != "" && c.Ring == "" {
+		errs = append(errs, errors.New("--peer-watch-file needs --ring"))
+	}
+	if c.MaxPeers < 1 {
+		errs = append(errs, fmt.Errorf("--max-peers %d: want at least 1", c.MaxPeers))
+	}
+	if _, _, err := net.SplitHostPort(c.HealthListen); err != nil {
+		errs = append(errs, fmt.Errorf("--health-listen %q: want host:port", c.HealthListen))
+	}
+	return errors.Join(errs...)
+}
