@@ -64,7 +64,8 @@ const (
 	RoleNone     = "none"
 )
 
-// Habitat Supervisor facts (../shared/habitat/README.md).
+// Habitat Supervisor defaults, as `hab sup run --help` documents them:
+// --listen-gossip 0.0.0.0:9638 and --listen-http 0.0.0.0:9631.
 const (
 	// GossipPort is the Supervisor's default --listen-gossip port (SWIM over UDP and
 	// rumors over TCP); a --peer without a port means this one.

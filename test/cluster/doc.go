@@ -4,5 +4,9 @@
 // built from the Go module in ./components, so the product's go.mod never imports
 // k8s.io/kubernetes), and kwok for kubelets whose pods get IPs and turn Ready.
 //
-// See ../../../shared/cluster/README.md for how this was worked out on these machines.
+// What it took on machines without a container engine (each fact is in the code where it
+// applies): k8s.io/kubernetes imports only from a module that replaces every staging
+// module with its published version; kube-apiserver on loopback needs
+// --endpoint-reconciler-type=none; kwok needs its stage definitions; the version must be
+// stamped with ldflags or the API server reports v0.0.0.
 package cluster

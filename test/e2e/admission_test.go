@@ -16,7 +16,7 @@ import (
 	"github.com/habring/habring/patch"
 )
 
-// e. A Deployment in a ring with nothing live is denied (visible in its ReplicaSet's
+// A Deployment in a ring with nothing live is denied (visible in its ReplicaSet's
 // events); once the ring's StatefulSet is up, the ReplicaSet creates the pods and they are
 // injected. No pod is ever admitted without peers.
 func TestDeploymentWaitsForTheRing(t *testing.T) {
@@ -71,7 +71,7 @@ func TestDeploymentWaitsForTheRing(t *testing.T) {
 	require.Zero(t, withoutPeers.Load(), "a pod was admitted without peers")
 }
 
-// i. A dry-run create returns the injected pod and persists nothing.
+// A dry-run create returns the injected pod and persists nothing.
 func TestDryRun(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()

@@ -80,7 +80,7 @@ func kubeconfigFor(t *testing.T, e *environment, token string) string {
 	return path
 }
 
-// f. Labelers, one per ring pod with a token bound to that pod, read Supervisors whose
+// Labelers, one per ring pod with a token bound to that pod, read Supervisors whose
 // census names one leader: redis-master's EndpointSlice holds exactly the leader; when
 // the leadership moves, it follows. The ValidatingAdmissionPolicy from deploy/ lets a
 // pod's credentials change only its own habitat.sh/role label.

@@ -14,7 +14,7 @@ import (
 // outage serializes the tests that stop or stress the shared webhook process.
 var outage sync.Mutex
 
-// g. With the webhook stopped and failurePolicy: Fail, pod creation in opted-in namespaces
+// With the webhook stopped and failurePolicy: Fail, pod creation in opted-in namespaces
 // fails with a clear error and other namespaces are unaffected; restarted, the ReplicaSet
 // recovers by itself. SIGTERM is a graceful shutdown: exit 0.
 func TestWebhookDown(t *testing.T) {
@@ -64,7 +64,7 @@ func TestWebhookDown(t *testing.T) {
 	t.Logf("ReplicaSet recovered %s after the webhook came back", time.Since(start).Round(time.Second))
 }
 
-// h. The serving certificate is rotated on disk during a burst of 200 pod creations:
+// The serving certificate is rotated on disk during a burst of 200 pod creations:
 // zero failed admissions.
 func TestCertificateRotationUnderLoad(t *testing.T) {
 	e := requireEnv(t)

@@ -13,7 +13,7 @@ import (
 	"github.com/habring/habring/patch"
 )
 
-// a. A namespace without habitat.sh/inject: enabled is untouched.
+// A namespace without habitat.sh/inject: enabled is untouched.
 func TestNamespaceNotOptedInIsUntouched(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
@@ -27,8 +27,9 @@ func TestNamespaceNotOptedInIsUntouched(t *testing.T) {
 	}
 }
 
-// b, c, d: a bootstrap StatefulSet gets the peers DESIGN.md specifies; pod 0 re-created
-// while 1 and 2 live peers with them; a Deployment in the ring gets live member IPs.
+// A bootstrap StatefulSet gets the bootstrap peers (pod N: pods 0..N-1, live IPs first);
+// pod 0 re-created while 1 and 2 live peers with them; a Deployment in the ring gets live
+// member IPs.
 func TestBootstrapStatefulSetThenDeployment(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
@@ -43,7 +44,7 @@ func TestBootstrapStatefulSetThenDeployment(t *testing.T) {
 		ip[p.Name] = p.Status.PodIP
 	}
 
-	t.Run("b: pod N peers with pods 0..N-1", func(t *testing.T) {
+	t.Run("pod N peers with pods 0..N-1", func(t *testing.T) {
 		for n, p := range pods {
 			requireInjected(t, &p)
 			got := peers(&p)
@@ -61,7 +62,7 @@ func TestBootstrapStatefulSetThenDeployment(t *testing.T) {
 		require.Equal(t, patch.LabelerContainerName, pods[0].Spec.InitContainers[0].Name, "native sidecar on 1.37")
 	})
 
-	t.Run("c: pod 0 re-created peers with the live members", func(t *testing.T) {
+	t.Run("pod 0 re-created peers with the live members", func(t *testing.T) {
 		old := pods[0]
 		require.NoError(t, e.client.CoreV1().Pods(ns).Delete(t.Context(), old.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}))
 		var again *corev1.Pod
@@ -79,7 +80,7 @@ func TestBootstrapStatefulSetThenDeployment(t *testing.T) {
 		t.Logf("re-created redis-0: peers %v", peers(again))
 	})
 
-	t.Run("d: deployment pods get live member IPs", func(t *testing.T) {
+	t.Run("deployment pods get live member IPs", func(t *testing.T) {
 		readyPods(t, e, ns, "redis", 3, time.Minute)
 		_, err := e.client.AppsV1().Deployments(ns).Create(t.Context(), deployment(ns, "web", 3, ring("main")), metav1.CreateOptions{})
 		require.NoError(t, err)

@@ -15,7 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// j. A Deployment scaled to 300 replicas: every pod admitted and injected. Prints the API
+// A Deployment scaled to 300 replicas: every pod admitted and injected. Prints the API
 // server's own view of our webhook's latency.
 func TestScaleTo300(t *testing.T) {
 	e := requireEnv(t)
