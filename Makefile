@@ -87,9 +87,14 @@ bench: cluster-build ## benchmarks: admission path (go test -bench), TLS load, m
 	$(GO) run ./test/load -duration 10s -rate 1000 -conns 16
 	HABRING_E2E=1 HABRING_BENCH=1 $(GO) test -count=1 -v -timeout 30m -run 'TestBench' ./test/e2e
 
+# Minimizing each new input runs the target many times more; on these large, fully
+# instrumented test binaries the default minute of it per input stalls the search.
+FUZZFLAGS ?= -fuzzminimizetime 5s
+
 .PHONY: fuzz
-fuzz: ## fuzz the admission request path for FUZZTIME (default 2m)
-	$(GO) test ./webhook -run '^$$' -fuzz FuzzMutate -fuzztime $(FUZZTIME)
+fuzz: ## fuzz the admission request path, then the labeler's census decoding, FUZZTIME each (default 2m)
+	$(GO) test ./webhook -run '^$$' -fuzz FuzzMutate -fuzztime $(FUZZTIME) $(FUZZFLAGS)
+	$(GO) test ./labeler -run '^$$' -fuzz FuzzCensus -fuzztime $(FUZZTIME) $(FUZZFLAGS)
 
 .PHONY: golden
 golden: ## rewrite the golden files of patch/ and render/ (read the diff before committing)

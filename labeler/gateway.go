@@ -51,6 +51,11 @@ func (g *Gateway) Census(ctx context.Context) (*Census, error) {
 	if len(body) > maxCensusBytes {
 		return nil, fmt.Errorf("census larger than %d bytes; not read", maxCensusBytes)
 	}
+	return DecodeCensus(body)
+}
+
+// DecodeCensus reads the part of a /census body the labeler uses. Errors say what to check.
+func DecodeCensus(body []byte) (*Census, error) {
 	var c Census
 	if err := json.Unmarshal(body, &c); err != nil {
 		return nil, fmt.Errorf("census is not valid JSON: %w", err)

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
+	"github.com/habring/habring/connlimit"
 	"github.com/habring/habring/ring"
 )
 
@@ -55,13 +56,30 @@ func New(cfg Config, client kubernetes.Interface, clk clock.Clock, log *slog.Log
 	}
 }
 
+// maxHealthConnections caps the health server's open connections: probes and a scraper
+// need a handful.
+const maxHealthConnections = 32
+
 // Run labels until ctx ends; it returns nil on a clean stop.
 func (l *Labeler) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", l.cfg.HealthListen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (change --health-listen)", l.cfg.HealthListen, err)
 	}
-	srv := &http.Server{Handler: l.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	// Its clients are kubelet's probes and a metrics scraper: small, quick requests. Every
+	// phase is bounded and the connections are capped, so nothing that can reach the pod
+	// grows the sidecar's memory.
+	limited := connlimit.New(ln, maxHealthConnections)
+	srv := &http.Server{
+		Handler:           l.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ConnState:         limited.ConnState,
+	}
+	ln = limited
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = srv.Serve(ln) })
 	if l.cfg.PeerWatchFile == "" {

@@ -39,6 +39,11 @@ type Config struct {
 	ShutdownDelay time.Duration
 	// ShutdownTimeout bounds the wait for in-flight requests (default 20s).
 	ShutdownTimeout time.Duration
+	// MaxConnections caps the open connections (default 1000); at the cap, connections
+	// that are not serving a request are closed first (package connlimit).
+	MaxConnections int
+	// EnableHTTP2 offers HTTP/2 (default false; see NewServer for why).
+	EnableHTTP2 bool
 }
 
 // Defaults returns a Config with every documented default set.
@@ -51,6 +56,7 @@ func Defaults() Config {
 		RequestTimeout:  5 * time.Second,
 		ShutdownDelay:   5 * time.Second,
 		ShutdownTimeout: 20 * time.Second,
+		MaxConnections:  1000,
 	}
 }
 
@@ -80,6 +86,9 @@ func (c Config) Validate() error {
 	if c.RequestTimeout <= 0 || c.RequestTimeout > 30*time.Second {
 		// 30s is the API server's upper bound for a webhook's timeoutSeconds.
 		errs = append(errs, fmt.Errorf("--request-timeout %s: want more than 0 and at most 30s", c.RequestTimeout))
+	}
+	if c.MaxConnections < 1 {
+		errs = append(errs, fmt.Errorf("--max-connections %d: want at least 1", c.MaxConnections))
 	}
 	if c.ShutdownDelay < 0 || c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("--shutdown-delay must be >= 0 and --shutdown-timeout > 0"))

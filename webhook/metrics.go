@@ -3,6 +3,8 @@ package webhook
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/habring/habring/connlimit"
 )
 
 // Outcomes of an admission request (the "outcome" label).
@@ -67,4 +69,22 @@ func NewMetrics() *Metrics {
 // ownerLookup counts one owner lookup (ring.Cache.OnLookup).
 func (m *Metrics) ownerLookup(kind, source string) {
 	m.OwnerLookups.WithLabelValues(kind, source).Inc()
+}
+
+// watchConnections exports the connection cap's counts: habring_connections_open,
+// habring_connections_max, and habring_connections_closed_total{reason} (shed: unused
+// connections closed to make room; rejected: new ones closed while every slot served a
+// request). A rising rejected count means a flood of slow requests; raise
+// --max-connections or find the client.
+func (m *Metrics) watchConnections(l *connlimit.Listener) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "habring_connections_open", Help: "Open connections to the webhook server."},
+			func() float64 { return float64(l.Stats().Open) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "habring_connections_max", Help: "The cap on open connections (--max-connections)."},
+			func() float64 { return float64(l.Stats().Max) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "habring_connections_closed_total", Help: "Connections closed by the cap, by reason.",
+			ConstLabels: prometheus.Labels{"reason": "shed"}}, func() float64 { return float64(l.Stats().Shed) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "habring_connections_closed_total", Help: "Connections closed by the cap, by reason.",
+			ConstLabels: prometheus.Labels{"reason": "rejected"}}, func() float64 { return float64(l.Stats().Rejected) }),
+	)
 }

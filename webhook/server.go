@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/discovery"
 
 	"github.com/habring/habring/certs"
+	"github.com/habring/habring/connlimit"
 	"github.com/habring/habring/patch"
 	"github.com/habring/habring/ring"
 )
@@ -99,16 +100,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		return certReady(reloader.Leaf(), time.Now())
 	}
-	srv := &http.Server{
-		Handler:           NewRouter(h, ready, m, log),
-		TLSConfig:         &tls.Config{GetCertificate: reloader.GetCertificate, MinVersion: tls.VersionTLS12},
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug), // TLS handshake noise from probes
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	raw, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another process using the port? change --listen)", cfg.Listen, err)
 	}
+	srv, ln := NewServer(cfg, raw, reloader.GetCertificate, NewRouter(h, ready, m, log), log)
+	m.watchConnections(ln)
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
@@ -125,8 +122,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 	}()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
-	log.Info("serving", "addr", ln.Addr().String(), "nativeSidecar", native, "maxPeers", cfg.MaxPeers)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("serving", "addr", ln.Addr().String(), "nativeSidecar", native, "maxPeers", cfg.MaxPeers,
+		"maxConnections", cfg.MaxConnections, "http2", cfg.EnableHTTP2)
 
 	select {
 	case err := <-serveErr:
@@ -143,6 +141,53 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// MaxHeaderBytes bounds a request's header block. The API server sends a few hundred
+// bytes (content type, length, user agent, trace context); 64 KiB leaves room for proxies
+// and refuses the megabyte net/http would otherwise read, with 431 as HTTP says.
+const MaxHeaderBytes = 64 << 10
+
+// NewServer returns the webhook's HTTP server and the TLS listener it serves on raw with
+// every phase bounded, derived from cfg.RequestTimeout so the API server's own calls
+// (answered within it) are never cut:
+//   - the TLS handshake and the request headers: ReadHeaderTimeout, at most 5s;
+//   - the whole request, body included: ReadTimeout, RequestTimeout + 1s;
+//   - reading, handling and writing the response: WriteTimeout, ReadTimeout + RequestTimeout;
+//   - an idle keep-alive connection: IdleTimeout, 120s, longer than the 90s after which
+//     client-go's transport closes its own idle connections, so the client closes first
+//     and never sends into a connection the server is closing;
+//   - headers: MaxHeaderBytes;
+//   - open connections: cfg.MaxConnections (connlimit: unused ones shed first).
+//
+// HTTP/2 is offered only with cfg.EnableHTTP2: like controller-runtime, habring turns it off
+// by default after the HTTP/2 rapid-reset and stream-cancellation advisories
+// (CVE-2023-44487, CVE-2023-39325); the API server speaks HTTP/1.1 to webhooks as well.
+func NewServer(cfg Config, raw net.Listener, cert func(*tls.ClientHelloInfo) (*tls.Certificate, error), h http.Handler, log *slog.Logger) (*http.Server, *connlimit.Listener) {
+	tc := &tls.Config{GetCertificate: cert, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+	read := cfg.RequestTimeout + time.Second
+	srv := &http.Server{
+		Handler:           h,
+		TLSConfig:         tc,
+		ReadHeaderTimeout: min(5*time.Second, read),
+		ReadTimeout:       read,
+		WriteTimeout:      read + cfg.RequestTimeout,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug), // TLS handshake noise from probes
+	}
+	if cfg.EnableHTTP2 {
+		tc.NextProtos = []string{"h2", "http/1.1"}
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetHTTP2(true)
+	} else {
+		// An empty, non-nil TLSNextProto is net/http's documented way to turn HTTP/2 off.
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	}
+	ln := connlimit.New(tls.NewListener(raw, tc), cfg.MaxConnections)
+	srv.ConnState = ln.ConnState
+	return srv, ln
 }
 
 // certReady fails for a certificate that is missing, not yet valid or expired: the API
