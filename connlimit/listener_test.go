@@ -122,7 +122,11 @@ func TestRequestsInFlightAreNeverCut(t *testing.T) {
 			results <- got
 		}()
 	}
-	require.Eventually(t, func() bool { l.mu.Lock(); defer l.mu.Unlock(); return len(l.conns) == 2 && l.fresh.Len()+l.idle.Len() == 0 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.conns) == 2 && l.fresh.Len()+l.idle.Len() == 0
+	}, 5*time.Second, time.Millisecond)
 	late := dial(t, addr)
 	require.True(t, closedByServer(late), "a connection beyond the cap was held while every slot served a request")
 	close(release)
