@@ -176,16 +176,19 @@ func review() ([]byte, error) {
 	})
 }
 
+// serve runs h behind the webhook's own server (webhook.NewServer with its defaults: the
+// same timeouts, connection cap and HTTP/1.1), so both sides are measured as deployed.
 func serve(h http.Handler, pair tls.Certificate) (string, func(), error) {
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/mutate", h)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv, ln := webhook.NewServer(webhook.Defaults(), raw, func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil },
+		mux, slog.New(slog.DiscardHandler))
 	go func() { _ = srv.Serve(ln) }()
-	return "https://" + ln.Addr().String() + "/mutate", func() { _ = srv.Close() }, nil
+	return "https://" + raw.Addr().String() + "/mutate", func() { _ = srv.Close() }, nil
 }
 
 func client(pool *x509.CertPool, conns int) *http.Client {
