@@ -162,7 +162,8 @@ const MaxHeaderBytes = 64 << 10
 //
 // HTTP/2 is offered only with cfg.EnableHTTP2: like controller-runtime, habring turns it off
 // by default after the HTTP/2 rapid-reset and stream-cancellation advisories
-// (CVE-2023-44487, CVE-2023-39325); the API server speaks HTTP/1.1 to webhooks as well.
+// (CVE-2023-44487, CVE-2023-39325); the API server's client (client-go's transport)
+// offers h2 and http/1.1 in ALPN and uses HTTP/1.1 when that is all the webhook offers.
 func NewServer(cfg Config, raw net.Listener, cert func(*tls.ClientHelloInfo) (*tls.Certificate, error), h http.Handler, log *slog.Logger) (*http.Server, *connlimit.Listener) {
 	tc := &tls.Config{GetCertificate: cert, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
 	read := cfg.RequestTimeout + time.Second

@@ -146,7 +146,7 @@ func webhookFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logge
 	fs.DurationVar(&cfg.ShutdownDelay, "shutdown-delay", cfg.ShutdownDelay, "on SIGTERM, how long /readyz fails before the listener closes")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGTERM, how long in-flight requests may take to finish")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", cfg.MaxConnections, "most open connections; at the cap, connections not serving a request are closed first")
-	fs.BoolVar(&cfg.EnableHTTP2, "enable-http2", cfg.EnableHTTP2, "offer HTTP/2 (off by default: CVE-2023-44487, CVE-2023-39325; the API server uses HTTP/1.1)")
+	fs.BoolVar(&cfg.EnableHTTP2, "enable-http2", cfg.EnableHTTP2, "offer HTTP/2 (off by default: CVE-2023-44487, CVE-2023-39325; the API server then uses HTTP/1.1)")
 	return func(ctx context.Context, log *slog.Logger) error {
 		if err := cfg.Validate(); err != nil {
 			return usageError{err}

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -115,6 +116,39 @@ func readyPods(t *testing.T, e *environment, ns, app string, n int, timeout time
 	}, timeout, 200*time.Millisecond, "want %d ready pods of %s/%s, have %d", n, ns, app, len(pods))
 	slices.SortFunc(pods, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 	return pods
+}
+
+// ringMembers waits until the EndpointSlices labelled habitat.sh/ring=<ring> hold exactly
+// the ready IPs of pods, as the webhook reads them (patch.Members): a pod is Ready a moment
+// before the EndpointSlice controller publishes its address.
+func ringMembers(t *testing.T, e *environment, ns, ring string, pods []corev1.Pod) {
+	t.Helper()
+	want := make([]string, 0, len(pods))
+	for _, p := range pods {
+		want = append(want, p.Status.PodIP)
+	}
+	slices.Sort(want)
+	var got []string
+	require.Eventually(t, func() bool {
+		list, err := e.client.DiscoveryV1().EndpointSlices(ns).List(t.Context(), metav1.ListOptions{LabelSelector: patch.LabelRing + "=" + ring})
+		if err != nil {
+			return false
+		}
+		got = got[:0]
+		for _, m := range patch.Members(slicesOf(list.Items)) {
+			got = append(got, m.IP)
+		}
+		slices.Sort(got)
+		return slices.Equal(got, want)
+	}, time.Minute, 100*time.Millisecond, "ring %s/%s: want members %v, have %v", ns, ring, want, got)
+}
+
+func slicesOf(items []discoveryv1.EndpointSlice) []*discoveryv1.EndpointSlice {
+	out := make([]*discoveryv1.EndpointSlice, 0, len(items))
+	for i := range items {
+		out = append(out, &items[i])
+	}
+	return out
 }
 
 func isReady(p *corev1.Pod) bool {

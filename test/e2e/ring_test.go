@@ -81,10 +81,10 @@ func TestBootstrapStatefulSetThenDeployment(t *testing.T) {
 	})
 
 	t.Run("deployment pods get live member IPs", func(t *testing.T) {
-		readyPods(t, e, ns, "redis", 3, time.Minute)
+		live := readyPods(t, e, ns, "redis", 3, time.Minute)
+		ringMembers(t, e, ns, "main", live) // the re-created pod 0's address published
 		_, err := e.client.AppsV1().Deployments(ns).Create(t.Context(), deployment(ns, "web", 3, ring("main")), metav1.CreateOptions{})
 		require.NoError(t, err)
-		live := readyPods(t, e, ns, "redis", 3, time.Minute)
 		for _, p := range readyPods(t, e, ns, "web", 3, 2*time.Minute) {
 			requireInjected(t, &p)
 			want := []string{live[0].Status.PodIP, live[1].Status.PodIP, live[2].Status.PodIP}
