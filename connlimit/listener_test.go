@@ -2,6 +2,7 @@ package connlimit
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -37,23 +38,14 @@ func dial(t *testing.T, addr string) net.Conn {
 	return c
 }
 
-// closedByServer reports whether the server closed c (a read sees EOF or a reset).
+// closedByServer reports whether the server closed c: a read ends in EOF or a reset
+// rather than the read deadline.
 func closedByServer(c net.Conn) bool {
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	_, err := c.Read(make([]byte, 1))
 	var ne net.Error
-	if err != nil && !(errorAs(err, &ne) && ne.Timeout()) {
-		return true
-	}
-	return false
-}
-
-func errorAs(err error, target *net.Error) bool {
-	ne, ok := err.(net.Error) //nolint:errorlint // net.Conn.Read returns the error itself
-	if ok {
-		*target = ne
-	}
-	return ok
+	timedOut := errors.As(err, &ne) && ne.Timeout()
+	return err != nil && !timedOut
 }
 
 func get(c net.Conn, path string) (string, error) {

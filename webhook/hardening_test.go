@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -73,28 +74,10 @@ func untilClosed(t *testing.T, c net.Conn, limit time.Duration) (time.Duration, 
 	require.NoError(t, c.SetReadDeadline(start.Add(limit)))
 	got, err := io.ReadAll(c)
 	var ne net.Error
-	if err != nil && errorsAs(err, &ne) && ne.Timeout() {
+	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("connection still open after %s", limit)
 	}
 	return time.Since(start), string(got)
-}
-
-func errorsAs(err error, ne *net.Error) bool {
-	for ; err != nil; err = unwrap(err) {
-		if e, ok := err.(net.Error); ok { //nolint:errorlint // walking the chain by hand
-			*ne = e
-			return true
-		}
-	}
-	return false
-}
-
-func unwrap(err error) error {
-	u, ok := err.(interface{ Unwrap() error }) //nolint:errorlint // walking the chain by hand
-	if !ok {
-		return nil
-	}
-	return u.Unwrap()
 }
 
 func TestSlowClientsAreCutOff(t *testing.T) {
