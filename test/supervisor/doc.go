@@ -1,0 +1,9 @@
+// Package supervisor is the Habitat Supervisor double of habring's tests: the `hab sup run`
+// arguments and environment habring injects (Parse), a member on a real SWIM layer
+// (github.com/hashicorp/memberlist) with butterfly's membership rumors, departure
+// timeout, quorum and leader election on top (Start), and the HTTP gateway's /census and
+// /butterfly (Gateway). README.md lists each behaviour, the Habitat source file it follows,
+// its test, and what is not modelled.
+//
+// It is test equipment: the product never imports it. cmd/hab-sup-double is its binary.
+package supervisor

@@ -1,0 +1,186 @@
+package supervisor
+
+import (
+	"cmp"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Health is a member's health as butterfly orders it: a rumor is only accepted when it is
+// worse than what is known, unless its incarnation is higher (butterfly/src/member.rs).
+type Health int
+
+// Member healths, best first.
+const (
+	Alive Health = iota
+	Suspect
+	Confirmed
+	Departed
+)
+
+func (h Health) String() string {
+	return [...]string{"alive", "suspect", "confirmed", "departed"}[h]
+}
+
+// Member is one member's rumor: who it is, where, what it runs, and how it is.
+type Member struct {
+	ID          string `json:"id"`
+	IP          string `json:"ip"`
+	GossipPort  int    `json:"gossip_port"`
+	Incarnation uint64 `json:"incarnation"`
+	Health      Health `json:"health"`
+	Permanent   bool   `json:"permanent"`
+	Service     string `json:"service"`
+	Group       string `json:"group"`
+	Topology    string `json:"topology"`
+	Package     string `json:"package"`
+	Hostname    string `json:"hostname"`
+
+	since time.Time // when this member's health last changed here (not gossiped)
+}
+
+// ServiceGroup is the member's census group.
+func (m Member) ServiceGroup() string { return m.Service + "." + m.Group }
+
+// Table is a member's view of the ring: every member it has heard of, itself included.
+type Table struct {
+	mu      sync.Mutex
+	self    string
+	members map[string]*Member
+	now     func() time.Time
+}
+
+// NewTable starts a view holding self.
+func NewTable(self Member, now func() time.Time) *Table {
+	self.since = now()
+	return &Table{self: self.ID, members: map[string]*Member{self.ID: &self}, now: now}
+}
+
+// Merge applies a rumor with butterfly's rule and reports whether the view changed. A
+// rumor about the local member that is worse than alive is not taken: it is returned as
+// refute (the caller answers it with a higher incarnation) or, when it says Departed,
+// the caller must shut down, as the real Supervisor does.
+func (t *Table) Merge(r Member) (changed bool, aboutSelf Health) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if r.ID == t.self {
+		cur := t.members[t.self]
+		if r.Health > Alive && r.Incarnation >= cur.Incarnation {
+			return false, r.Health
+		}
+		return false, Alive
+	}
+	cur, ok := t.members[r.ID]
+	switch {
+	case !ok:
+	case r.Incarnation > cur.Incarnation:
+	case r.Incarnation == cur.Incarnation && r.Health > cur.Health:
+	default:
+		return false, Alive
+	}
+	if ok && cur.Health == r.Health && cur.Incarnation == r.Incarnation && cur.IP == r.IP {
+		return false, Alive
+	}
+	r.since = t.now()
+	if ok && cur.Health == r.Health {
+		r.since = cur.since
+	}
+	t.members[r.ID] = &r
+	return true, Alive
+}
+
+// Self returns the local member.
+func (t *Table) Self() Member {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return *t.members[t.self]
+}
+
+// Refute raises the local member's incarnation above a rumor that it is not alive.
+func (t *Table) Refute(above uint64) Member {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.members[t.self]
+	s.Incarnation = max(s.Incarnation, above) + 1
+	s.Health = Alive
+	return *s
+}
+
+// SetSelf replaces the local member's record (for a departure: Health Departed).
+func (t *Table) SetSelf(m Member) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m.since = t.now()
+	t.members[t.self] = &m
+}
+
+// Expire turns members Confirmed for longer than timeout into Departed (butterfly's
+// departure timeout) and returns them, to be gossiped.
+func (t *Table) Expire(timeout time.Duration) []Member {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Member
+	now := t.now()
+	for _, m := range t.members {
+		if m.Health == Confirmed && now.Sub(m.since) >= timeout {
+			m.Health, m.since = Departed, now
+			out = append(out, *m)
+		}
+	}
+	return out
+}
+
+// All returns every member, by id.
+func (t *Table) All() []Member {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]Member, 0, len(t.members))
+	for _, m := range t.members {
+		out = append(out, *m)
+	}
+	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Others counts the members other than self, whatever their health: butterfly's
+// member_list.len(), which decides when to stop pinging initial peers.
+func (t *Table) Others() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.members) - 1
+}
+
+// Quorum is a service group's quorum as butterfly's check_quorum computes it: alive
+// members of the group are more than half of its members that have not departed.
+// Confirmed (dead, not departed) members count in the total.
+type Quorum struct {
+	Alive, Suspect, Confirmed, Departed int
+}
+
+// Total is the members that count: all but the departed.
+func (q Quorum) Total() int { return q.Alive + q.Suspect + q.Confirmed }
+
+// Has reports whether the group has quorum.
+func (q Quorum) Has() bool { return q.Alive > q.Total()/2 }
+
+// QuorumOf counts the members of service group sg by health.
+func (t *Table) QuorumOf(sg string) Quorum {
+	var q Quorum
+	for _, m := range t.All() {
+		if m.ServiceGroup() != sg {
+			continue
+		}
+		switch m.Health {
+		case Alive:
+			q.Alive++
+		case Suspect:
+			q.Suspect++
+		case Confirmed:
+			q.Confirmed++
+		case Departed:
+			q.Departed++
+		}
+	}
+	return q
+}

@@ -1,0 +1,485 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/hashicorp/memberlist"
+)
+
+// ErrDeparted is why a member stops when it learns the ring departed it: the real
+// Supervisor shuts down with an error then (sup/src/manager.rs check_for_departure).
+var ErrDeparted = errors.New("this member was departed from the ring")
+
+// Supervisor is one running double: its SWIM layer (memberlist), its view of the ring,
+// its election and its HTTP gateway.
+type Supervisor struct {
+	opts  Options
+	log   *slog.Logger
+	table *Table
+	ml    *memberlist.Memberlist
+	queue *memberlist.TransmitLimitedQueue
+	http  *http.Server
+
+	mu          sync.Mutex
+	election    Election            // the local member's group (leader topology)
+	elections   map[string]Election // other groups, as gossiped
+	seeds       []string            // initial members: --peer, or the watch file's lines
+	haveMembers bool                // enough members known: seeds no longer pinged
+
+	departing atomic.Bool // SIGTERM: rumors of its own departure are expected, not refuted
+
+	fatal   chan error
+	stop    chan struct{}
+	stopped sync.Once
+	wg      sync.WaitGroup
+}
+
+// Start runs a Supervisor until Depart, Kill or a fatal error (Done).
+func Start(ctx context.Context, opts Options, log *slog.Logger) (*Supervisor, error) {
+	id, err := memberID(opts.SupRoot)
+	if err != nil {
+		return nil, err
+	}
+	ip := opts.SysIP
+	if !ip.IsValid() {
+		ip = opts.ListenGossip.Addr()
+	}
+	hostname := opts.Hostname
+	if hostname == "" {
+		hostname, _ = os.Hostname()
+	}
+	self := Member{ID: id, IP: ip.String(), GossipPort: int(opts.ListenGossip.Port()), Incarnation: 1, Permanent: opts.Permanent,
+		Service: opts.Service, Group: opts.Group, Topology: opts.Topology, Package: opts.Package, Hostname: hostname}
+	s := &Supervisor{opts: opts, log: log.With("member", id), table: NewTable(self, time.Now), elections: map[string]Election{},
+		election: Election{Group: opts.ServiceGroup(), Status: ElectionNone}, seeds: opts.Peers,
+		fatal: make(chan error, 1), stop: make(chan struct{})}
+
+	cfg := memberlist.DefaultLocalConfig()
+	cfg.Name = id
+	cfg.BindAddr, cfg.BindPort = opts.ListenGossip.Addr().String(), int(opts.ListenGossip.Port())
+	cfg.AdvertiseAddr, cfg.AdvertisePort = self.IP, self.GossipPort
+	cfg.ProbeInterval, cfg.ProbeTimeout, cfg.SuspicionMult = 500*time.Millisecond, 250*time.Millisecond, 2
+	cfg.GossipInterval, cfg.PushPullInterval = 100*time.Millisecond, 2*time.Second
+	// Butterfly sends nothing to a Confirmed member that is not permanent (its pingable
+	// and push targets); memberlist would keep gossiping to the dead for a while.
+	cfg.GossipToTheDeadTime = 0
+	cfg.Delegate, cfg.Events = (*delegate)(s), (*events)(s)
+	cfg.Logger = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
+	if opts.RingKey != "" {
+		// HAB_RING_KEY: members with another key (or none) can neither read nor be read.
+		key := sha256.Sum256([]byte(opts.RingKey))
+		cfg.SecretKey = key[:]
+	}
+	if s.ml, err = memberlist.Create(cfg); err != nil {
+		return nil, fmt.Errorf("gossip on %s: %w", opts.ListenGossip, err)
+	}
+	s.queue = &memberlist.TransmitLimitedQueue{NumNodes: s.ml.NumMembers, RetransmitMult: 3}
+
+	ln, err := net.Listen("tcp", opts.ListenHTTP)
+	if err != nil {
+		_ = s.ml.Shutdown()
+		return nil, fmt.Errorf("http gateway on %s: %w", opts.ListenHTTP, err)
+	}
+	s.http = &http.Server{Handler: s.Gateway(), ReadHeaderTimeout: 5 * time.Second}
+	s.wg.Go(func() { _ = s.http.Serve(ln) })
+	s.wg.Go(s.seed) // at once, then every second, as butterfly's outbound loop does
+	s.loop(time.Second, s.seed)
+	s.loop(2*time.Second, s.retryPermanent)
+	s.loop(200*time.Millisecond, s.watchSuspects)
+	s.loop(time.Second, s.expire)
+	if opts.Topology == "leader" {
+		s.loop(100*time.Millisecond, s.elect())
+	}
+	if opts.PeerWatchFile != "" {
+		if err := s.watchFile(); err != nil {
+			s.Kill()
+			return nil, err
+		}
+	}
+	s.log.Info("started", "gossip", opts.ListenGossip.String(), "ip", self.IP, "peers", opts.Peers, "service", opts.ServiceGroup(), "topology", opts.Topology)
+	return s, nil
+}
+
+// memberID reads <root>/MEMBER_ID, or makes and keeps a new one: a fresh filesystem is a
+// new member (sup/src/manager.rs MEMBER_ID_FILE).
+func memberID(root string) (string, error) {
+	path := filepath.Join(root, "MEMBER_ID")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) == 32 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	raw := make([]byte, 16)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(raw)
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", fmt.Errorf("supervisor root: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(id), 0o644); err != nil {
+		return "", fmt.Errorf("member id: %w", err)
+	}
+	return id, nil
+}
+
+func (s *Supervisor) loop(every time.Duration, f func()) {
+	s.wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	})
+}
+
+// Done reports a fatal error (ErrDeparted): the process must exit non-zero.
+func (s *Supervisor) Done() <-chan error { return s.fatal }
+
+// ID is the local member id.
+func (s *Supervisor) ID() string { return s.table.Self().ID }
+
+// Depart is SIGTERM: the member tells the ring it departs ("Gracefully departing from
+// butterfly network"), then stops.
+func (s *Supervisor) Depart(timeout time.Duration) error {
+	s.departing.Store(true)
+	self := s.table.Self()
+	self.Health = Departed
+	s.table.SetSelf(self)
+	s.broadcast(rumor{Member: &self})
+	err := s.ml.Leave(timeout)
+	s.Kill()
+	return err
+}
+
+// Kill stops without a word to the ring, as SIGKILL does: the others find it dead, and it
+// stays Confirmed until the departure timeout.
+func (s *Supervisor) Kill() {
+	s.stopped.Do(func() {
+		close(s.stop)
+		_ = s.ml.Shutdown()
+		_ = s.http.Close()
+		s.wg.Wait()
+	})
+}
+
+// seed pings the initial members until the ring holds at least half of them plus one
+// (butterfly/src/server/outbound.rs: min_to_start = num_initial / 2 + 1).
+func (s *Supervisor) seed() {
+	s.mu.Lock()
+	seeds, have := s.seeds, s.haveMembers
+	if len(seeds) == 0 || have {
+		s.mu.Unlock()
+		return
+	}
+	if s.table.Others() >= len(seeds)/2+1 {
+		s.haveMembers = true
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	if n, err := s.ml.Join(seeds); err != nil {
+		s.log.Debug("initial peers not reached yet", "peers", seeds, "reached", n, "err", err)
+	}
+}
+
+// retryPermanent keeps trying Confirmed permanent members at their last known address
+// (butterfly persistent_and_confirmed): a member re-created elsewhere is not found so.
+func (s *Supervisor) retryPermanent() {
+	for _, m := range s.table.All() {
+		if m.Permanent && m.Health == Confirmed {
+			_, _ = s.ml.Join([]string{net.JoinHostPort(m.IP, strconv.Itoa(m.GossipPort))})
+		}
+	}
+}
+
+// watchSuspects mirrors memberlist's suspicion into the view (its events only say joined,
+// updated, dead or left).
+func (s *Supervisor) watchSuspects() {
+	for _, n := range s.ml.Members() {
+		if n.State == memberlist.StateSuspect {
+			if m, ok := s.fromNode(n, Suspect); ok {
+				s.take(m)
+			}
+		}
+	}
+}
+
+func (s *Supervisor) expire() {
+	for _, m := range s.table.Expire(s.opts.DepartureTimeout) {
+		s.log.Info("member departed after the departure timeout", "id", m.ID)
+		s.broadcast(rumor{Member: &m})
+	}
+}
+
+// elect runs the local member's election one step at a time; a change in its group's
+// members restarts the settle time of an election in progress.
+func (s *Supervisor) elect() func() {
+	var last string
+	return func() {
+		members := s.table.All()
+		var sig strings.Builder
+		for _, m := range members {
+			if m.ServiceGroup() == s.opts.ServiceGroup() {
+				fmt.Fprintf(&sig, "%s=%d;", m.ID, m.Health)
+			}
+		}
+		s.mu.Lock()
+		before := s.election
+		next, gossip := step(s.election, members, sig.String() != last, s.opts.Settle, time.Now())
+		s.election = next
+		s.mu.Unlock()
+		last = sig.String()
+		if before.Status != next.Status || before.LeaderID != next.LeaderID {
+			s.log.Info("election", "group", next.Group, "term", next.Term, "status", next.Status, "leader", next.LeaderID)
+		}
+		if gossip {
+			s.broadcast(rumor{Election: &next})
+		}
+	}
+}
+
+// watchFile reads --peer-watch-file at start and on every change of it, but only while
+// this member knows no other member (sup/src/manager.rs, butterfly need_peer_seeding).
+func (s *Supervisor) watchFile() error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", s.opts.PeerWatchFile, err)
+	}
+	if err := w.Add(filepath.Dir(s.opts.PeerWatchFile)); err != nil {
+		_ = w.Close()
+		return fmt.Errorf("watch %s: %w", s.opts.PeerWatchFile, err)
+	}
+	s.readWatchFile()
+	s.wg.Go(func() {
+		defer func() { _ = w.Close() }()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case ev := <-w.Events:
+				if filepath.Clean(ev.Name) == filepath.Clean(s.opts.PeerWatchFile) {
+					s.readWatchFile()
+				}
+			case <-w.Errors:
+			}
+		}
+	})
+	return nil
+}
+
+func (s *Supervisor) readWatchFile() {
+	if s.table.Others() > 0 {
+		return // a member that knows anyone, even a dead one, ignores the file
+	}
+	f, err := os.Open(s.opts.PeerWatchFile)
+	if err != nil {
+		return
+	}
+	defer func() { _ = f.Close() }()
+	var peers []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		addr, err := ResolvePeer(context.Background(), line, net.DefaultResolver)
+		if err != nil {
+			s.log.Warn("peer watch file: line skipped", "line", line, "err", err)
+			continue
+		}
+		peers = append(peers, addr)
+	}
+	s.mu.Lock()
+	s.seeds, s.haveMembers = peers, false
+	s.mu.Unlock()
+	s.log.Info("peer watch file read", "peers", peers)
+	s.seed()
+}
+
+// rumor is what the double gossips beside memberlist's own messages: butterfly's member
+// and election rumors.
+type rumor struct {
+	Member   *Member   `json:"member,omitempty"`
+	Election *Election `json:"election,omitempty"`
+}
+
+func (s *Supervisor) broadcast(r rumor) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return
+	}
+	s.queue.QueueBroadcast(broadcast(b))
+}
+
+type broadcast []byte
+
+func (b broadcast) Invalidates(memberlist.Broadcast) bool { return false }
+func (b broadcast) Message() []byte                       { return b }
+func (b broadcast) Finished()                             {}
+
+// take merges a rumor about a member, passes it on when it changed the view, and answers
+// rumors about the local member: a refutation for suspect or confirmed, shutdown for
+// departed.
+func (s *Supervisor) take(m Member) {
+	changed, aboutSelf := s.table.Merge(m)
+	switch {
+	case aboutSelf == Alive:
+	case s.departing.Load():
+		return
+	case aboutSelf == Departed:
+		select {
+		case s.fatal <- ErrDeparted:
+		default:
+		}
+		return
+	default:
+		self := s.table.Refute(m.Incarnation)
+		s.log.Info("refuting a rumor about this member", "health", aboutSelf.String(), "incarnation", self.Incarnation)
+		s.broadcast(rumor{Member: &self})
+		// memberlist calls its event delegates with its node lock held: update the
+		// advertised record outside of this call.
+		s.wg.Go(func() {
+			select {
+			case <-s.stop:
+			default:
+				_ = s.ml.UpdateNode(time.Second)
+			}
+		})
+		return
+	}
+	if changed {
+		s.log.Debug("member", "id", m.ID, "health", m.Health.String(), "incarnation", m.Incarnation)
+		s.broadcast(rumor{Member: &m})
+	}
+}
+
+func (s *Supervisor) takeElection(e Election) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.Group == s.election.Group && s.opts.Topology == "leader" {
+		if e.supersedes(s.election) {
+			e.started = time.Now()
+			s.election = e
+		}
+		return
+	}
+	if cur, ok := s.elections[e.Group]; !ok || e.supersedes(cur) {
+		s.elections[e.Group] = e
+	}
+}
+
+// fromNode reads a member's record from its memberlist metadata.
+func (s *Supervisor) fromNode(n *memberlist.Node, h Health) (Member, bool) {
+	var m Member
+	if err := json.Unmarshal(n.Meta, &m); err != nil || m.ID != n.Name {
+		return m, false
+	}
+	m.Health = h
+	return m, true
+}
+
+// delegate and events are the Supervisor as memberlist's callbacks.
+type (
+	delegate Supervisor
+	events   Supervisor
+)
+
+func (d *delegate) NodeMeta(int) []byte {
+	b, _ := json.Marshal((*Supervisor)(d).table.Self())
+	return b
+}
+
+func (d *delegate) NotifyMsg(b []byte) {
+	s := (*Supervisor)(d)
+	var r rumor
+	if json.Unmarshal(b, &r) != nil {
+		return
+	}
+	if r.Member != nil {
+		s.take(*r.Member)
+	}
+	if r.Election != nil {
+		s.takeElection(*r.Election)
+	}
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return (*Supervisor)(d).queue.GetBroadcasts(overhead, limit)
+}
+
+type state struct {
+	Members   []Member   `json:"members"`
+	Elections []Election `json:"elections"`
+}
+
+func (d *delegate) LocalState(bool) []byte {
+	s := (*Supervisor)(d)
+	st := state{Members: s.table.All()}
+	s.mu.Lock()
+	if s.election.Status == ElectionFinished {
+		st.Elections = append(st.Elections, s.election)
+	}
+	for _, e := range s.elections {
+		st.Elections = append(st.Elections, e)
+	}
+	s.mu.Unlock()
+	b, _ := json.Marshal(st)
+	return b
+}
+
+func (d *delegate) MergeRemoteState(b []byte, _ bool) {
+	s := (*Supervisor)(d)
+	var st state
+	if json.Unmarshal(b, &st) != nil {
+		return
+	}
+	for _, m := range st.Members {
+		s.take(m)
+	}
+	for _, e := range st.Elections {
+		s.takeElection(e)
+	}
+}
+
+func (e *events) NotifyJoin(n *memberlist.Node) {
+	s := (*Supervisor)(e)
+	if m, ok := s.fromNode(n, Alive); ok {
+		s.take(m)
+	}
+}
+
+func (e *events) NotifyUpdate(n *memberlist.Node) { e.NotifyJoin(n) }
+
+func (e *events) NotifyLeave(n *memberlist.Node) {
+	s := (*Supervisor)(e)
+	h := Confirmed
+	if n.State == memberlist.StateLeft {
+		h = Departed
+	}
+	if m, ok := s.fromNode(n, h); ok {
+		s.take(m)
+	}
+}
