@@ -222,8 +222,11 @@ func ResolvePeer(ctx context.Context, peer string, r Resolver) (string, error) {
 		return net.JoinHostPort(ip.String(), port), nil
 	}
 	ips, err := r.LookupNetIP(ctx, "ip4", host)
-	if err != nil || len(ips) == 0 {
-		return "", fmt.Errorf("%w: %s: %v", ErrUnresolvable, host, err)
+	if err == nil && len(ips) == 0 {
+		err = errors.New("no IPv4 address")
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %w", ErrUnresolvable, host, err)
 	}
 	return net.JoinHostPort(ips[0].Unmap().String(), port), nil
 }

@@ -282,7 +282,8 @@ func (s *Supervisor) watchFile() error {
 				if filepath.Clean(ev.Name) == filepath.Clean(s.opts.PeerWatchFile) {
 					s.readWatchFile()
 				}
-			case <-w.Errors:
+			case err := <-w.Errors:
+				s.log.Debug("peer watch file: watch error", "err", err)
 			}
 		}
 	})
