@@ -47,24 +47,15 @@ func (r Election) supersedes(e Election) bool {
 //   - then the alive member with the largest id wins (suitability equal: the real
 //     Supervisor's tie-break). A lone member with a quorum of one elects itself.
 func step(e Election, members []Member, changed bool, settle time.Duration, now time.Time) (Election, bool) {
-	var q Quorum
+	q := quorumOf(members, e.Group)
 	health := map[string]Health{}
 	winner := ""
 	for _, m := range members {
-		if m.ServiceGroup() != e.Group {
-			continue
-		}
-		health[m.ID] = m.Health
-		switch m.Health {
-		case Alive:
-			q.Alive++
-			winner = max(winner, m.ID)
-		case Suspect:
-			q.Suspect++
-		case Confirmed:
-			q.Confirmed++
-		case Departed:
-			q.Departed++
+		if m.ServiceGroup() == e.Group {
+			health[m.ID] = m.Health
+			if m.Health == Alive {
+				winner = max(winner, m.ID)
+			}
 		}
 	}
 	if !q.Has() {

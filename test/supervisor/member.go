@@ -165,9 +165,11 @@ func (q Quorum) Total() int { return q.Alive + q.Suspect + q.Confirmed }
 func (q Quorum) Has() bool { return q.Alive > q.Total()/2 }
 
 // QuorumOf counts the members of service group sg by health.
-func (t *Table) QuorumOf(sg string) Quorum {
+func (t *Table) QuorumOf(sg string) Quorum { return quorumOf(t.All(), sg) }
+
+func quorumOf(members []Member, sg string) Quorum {
 	var q Quorum
-	for _, m := range t.All() {
+	for _, m := range members {
 		if m.ServiceGroup() != sg {
 			continue
 		}
