@@ -45,6 +45,10 @@ type Supervisor struct {
 	haveMembers bool                // enough members known: seeds no longer pinged
 
 	departing atomic.Bool // SIGTERM: rumors of its own departure are expected, not refuted
+	// nodes is memberlist's member count for the broadcast queue, kept here: memberlist calls
+	// its event delegates with its node lock held, and those queue broadcasts, so the queue
+	// must never ask memberlist (NumMembers takes that lock: a lock-order deadlock).
+	nodes atomic.Int64
 
 	fatal   chan error
 	stop    chan struct{}
@@ -91,7 +95,8 @@ func Start(ctx context.Context, opts Options, log *slog.Logger) (*Supervisor, er
 	if s.ml, err = memberlist.Create(cfg); err != nil {
 		return nil, fmt.Errorf("gossip on %s: %w", opts.ListenGossip, err)
 	}
-	s.queue = &memberlist.TransmitLimitedQueue{NumNodes: s.ml.NumMembers, RetransmitMult: 3}
+	s.nodes.Store(1)
+	s.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return int(s.nodes.Load()) }, RetransmitMult: 3}
 
 	ln, err := net.Listen("tcp", opts.ListenHTTP)
 	if err != nil {
@@ -217,7 +222,9 @@ func (s *Supervisor) retryPermanent() {
 // watchSuspects mirrors memberlist's suspicion into the view (its events only say joined,
 // updated, dead or left).
 func (s *Supervisor) watchSuspects() {
-	for _, n := range s.ml.Members() {
+	nodes := s.ml.Members()
+	s.nodes.Store(int64(len(nodes)))
+	for _, n := range nodes {
 		if n.State == memberlist.StateSuspect {
 			if m, ok := s.fromNode(n, Suspect); ok {
 				s.take(m)
