@@ -106,7 +106,6 @@ func TestPodsRunARing(t *testing.T) {
 	name0 := "redis-0.redis.shop.svc.cluster.local"
 	hosts := map[string]netip.Addr{name0: addr(b, 10)}
 	var pods []*Pod
-	var procs []*exec.Cmd
 	for i := range 3 {
 		p, err := b.AddPod(t.Context(), addr(b, 10+i), hosts)
 		require.NoError(t, err)
@@ -122,7 +121,6 @@ func TestPodsRunARing(t *testing.T) {
 		cmd.Env = append(os.Environ(), "HABRING_DOUBLE_SUP_ROOT="+t.TempDir(), "HABRING_DOUBLE_ELECTION_SETTLE=300ms", fmt.Sprintf("HABRING_DOUBLE_HOSTNAME=redis-%d", i))
 		cmd.Stderr = os.Stderr
 		require.NoError(t, cmd.Start())
-		procs = append(procs, cmd)
 		t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
 	}
 	var leader string
