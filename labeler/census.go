@@ -29,17 +29,25 @@ type Census struct {
 
 // CensusGroup is one service group's view of its election.
 type CensusGroup struct {
-	ElectionStatus string              `json:"election_status"`
-	LeaderID       *string             `json:"leader_id"`
-	Population     map[string]struct{} `json:"population"` // member id -> (fields unused)
+	ElectionStatus string                  `json:"election_status"`
+	LeaderID       *string                 `json:"leader_id"`
+	Population     map[string]CensusMember `json:"population"` // by member id
+}
+
+// CensusMember is the part of a census member the labeler reads.
+type CensusMember struct {
+	// Alive is the member's health as this Supervisor sees it (false when suspect,
+	// confirmed or departed).
+	Alive bool `json:"alive"`
 }
 
 // Decide returns the role of the local member in group (or, when group is empty, in the
-// one group it belongs to): leader only when the election is finished and leader_id is
-// the local member, as the Supervisor's census (habitat-sh/habitat
-// components/sup/src/census.rs) reports it. election_status is checked
-// every time because leader_id keeps its old value while a new election runs or quorum
-// is lost. It also returns the group it looked at.
+// one group it belongs to): leader only when the election is finished, leader_id is the
+// local member and the local member is alive in the census, as the Supervisor's census
+// (habitat-sh/habitat components/sup/src/census.rs) reports it. election_status is
+// checked every time because leader_id keeps its old value while a new election runs or
+// quorum is lost; aliveness because a Supervisor can still list itself as the winner of
+// an election its ring has moved past. It also returns the group it looked at.
 func Decide(c *Census, group string) (role, decided string, err error) {
 	if group == "" {
 		var mine []string
@@ -65,10 +73,13 @@ func Decide(c *Census, group string) (role, decided string, err error) {
 	if g.ElectionStatus != ElectionFinished {
 		return patch.RoleNone, group, nil
 	}
-	if g.LeaderID != nil && *g.LeaderID == c.LocalMemberID {
+	self, member := g.Population[c.LocalMemberID]
+	switch {
+	case g.LeaderID != nil && *g.LeaderID == c.LocalMemberID && member && self.Alive:
 		return patch.RoleLeader, group, nil
-	}
-	if _, ok := g.Population[c.LocalMemberID]; ok {
+	case g.LeaderID != nil && *g.LeaderID == c.LocalMemberID:
+		return patch.RoleNone, group, nil // named leader, but not alive (or absent) here
+	case member:
 		return patch.RoleFollower, group, nil
 	}
 	return patch.RoleNone, group, nil

@@ -72,6 +72,19 @@ func TestDecide(t *testing.T) {
 		require.ErrorIs(t, err, ErrAmbiguousGroup)
 		require.EqualError(t, err, "local member belongs to several service groups: redis.default, sentinel.default; set --service-group to one of them")
 	})
+	t.Run("leader_id is the local member, but it is not alive in its own census", func(t *testing.T) {
+		t.Parallel()
+		c := readCensus(t, "census_leader.json")
+		g := c.Groups["redis.default"]
+		g.Population[c.LocalMemberID] = CensusMember{Alive: false}
+		role, _, err := Decide(c, "")
+		require.NoError(t, err)
+		require.Equal(t, patch.RoleNone, role)
+		delete(g.Population, c.LocalMemberID)
+		role, _, err = Decide(c, "redis.default")
+		require.NoError(t, err)
+		require.Equal(t, patch.RoleNone, role, "a leader absent from its own population")
+	})
 	t.Run("not loaded yet", func(t *testing.T) {
 		t.Parallel()
 		role, _, err := Decide(&Census{LocalMemberID: "x"}, "")

@@ -165,14 +165,23 @@ func TestLabelersMoveTheLeaderService(t *testing.T) {
 	rc.BearerToken, rc.BearerTokenFile = token, ""
 	as, err := kubernetes.NewForConfig(rc)
 	require.NoError(t, err)
+	patchOpts := metav1.PatchOptions{}
 	mergePatch := func(name string, body map[string]any) error {
 		b, _ := json.Marshal(body)
-		_, err := as.CoreV1().Pods(ns).Patch(context.Background(), name, types.MergePatchType, b, metav1.PatchOptions{})
+		_, err := as.CoreV1().Pods(ns).Patch(context.Background(), name, types.MergePatchType, b, patchOpts)
 		return err
 	}
 	labels := func(kv map[string]string) map[string]any {
 		return map[string]any{"metadata": map[string]any{"labels": kv}}
 	}
+	// The API server takes a new ValidatingAdmissionPolicy into force asynchronously: wait
+	// for it with dry runs (they pass through admission and change nothing).
+	patchOpts.DryRun = []string{metav1.DryRunAll}
+	require.Eventually(t, func() bool {
+		err := mergePatch("redis-0", labels(map[string]string{patch.LabelRole: patch.RoleLeader}))
+		return apierrors.IsForbidden(err) || apierrors.IsInvalid(err)
+	}, time.Minute, 200*time.Millisecond, "the labeler policy never took effect")
+	patchOpts.DryRun = nil
 	require.NoError(t, mergePatch("redis-1", labels(map[string]string{patch.LabelRole: patch.RoleLeader})), "own role label")
 	for name, tc := range map[string]struct {
 		pod  string
