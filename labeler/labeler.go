@@ -79,9 +79,8 @@ func (l *Labeler) Run(ctx context.Context) error {
 		MaxHeaderBytes:    16 << 10,
 		ConnState:         limited.ConnState,
 	}
-	ln = limited
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = srv.Serve(ln) })
+	wg.Go(func() { _ = srv.Serve(limited) })
 	if l.cfg.PeerWatchFile == "" {
 		l.peersReady.Store(true)
 	} else {
