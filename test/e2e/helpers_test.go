@@ -120,7 +120,10 @@ func readyPods(t *testing.T, e *environment, ns, app string, n int, timeout time
 
 // ringMembers waits until the EndpointSlices labelled habitat.sh/ring=<ring> hold exactly
 // the ready IPs of pods, as the webhook reads them (patch.Members): a pod is Ready a moment
-// before the EndpointSlice controller publishes its address.
+// before the EndpointSlice controller publishes its address, and under the suite's load
+// (the 300-pod scale test runs beside this) the controller's retries of a Service whose
+// pod was re-created ("Node Not Found" while it is unbound, then "EndpointSlice informer
+// cache is out of date") were seen to back off past a minute.
 func ringMembers(t *testing.T, e *environment, ns, ring string, pods []corev1.Pod) {
 	t.Helper()
 	want := make([]string, 0, len(pods))
@@ -129,9 +132,10 @@ func ringMembers(t *testing.T, e *environment, ns, ring string, pods []corev1.Po
 	}
 	slices.Sort(want)
 	var got []string
+	var lastErr error
 	require.Eventually(t, func() bool {
 		list, err := e.client.DiscoveryV1().EndpointSlices(ns).List(t.Context(), metav1.ListOptions{LabelSelector: patch.LabelRing + "=" + ring})
-		if err != nil {
+		if lastErr = err; err != nil {
 			return false
 		}
 		got = got[:0]
@@ -140,7 +144,7 @@ func ringMembers(t *testing.T, e *environment, ns, ring string, pods []corev1.Po
 		}
 		slices.Sort(got)
 		return slices.Equal(got, want)
-	}, time.Minute, 100*time.Millisecond, "ring %s/%s: want members %v, have %v", ns, ring, want, got)
+	}, 3*time.Minute, 100*time.Millisecond, "ring %s/%s: want members %v, have %v (last list error: %v)", ns, ring, want, got, lastErr)
 }
 
 func slicesOf(items []discoveryv1.EndpointSlice) []*discoveryv1.EndpointSlice {
