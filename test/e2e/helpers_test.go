@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -101,19 +102,17 @@ func ring(name string) map[string]string { return map[string]string{patch.Annota
 func readyPods(t *testing.T, e *environment, ns, app string, n int, timeout time.Duration) []corev1.Pod {
 	t.Helper()
 	var pods []corev1.Pod
-	require.Eventually(t, func() bool {
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		list, err := e.client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=" + app})
-		if err != nil {
-			return false
-		}
+		require.NoError(c, err)
 		pods = pods[:0]
 		for _, p := range list.Items {
 			if p.DeletionTimestamp == nil && p.Status.PodIP != "" && isReady(&p) {
 				pods = append(pods, p)
 			}
 		}
-		return len(pods) == n
-	}, timeout, 200*time.Millisecond, "want %d ready pods of %s/%s, have %d", n, ns, app, len(pods))
+		assert.Len(c, pods, n, "ready pods of %s/%s", ns, app)
+	}, timeout, 200*time.Millisecond)
 	slices.SortFunc(pods, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 	return pods
 }
@@ -131,20 +130,18 @@ func ringMembers(t *testing.T, e *environment, ns, ring string, pods []corev1.Po
 		want = append(want, p.Status.PodIP)
 	}
 	slices.Sort(want)
-	var got []string
-	var lastErr error
-	require.Eventually(t, func() bool {
+	// EventuallyWithT reports the last attempt's failure (plain Eventually would format its
+	// message with the values this function had when it was called).
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		list, err := e.client.DiscoveryV1().EndpointSlices(ns).List(t.Context(), metav1.ListOptions{LabelSelector: patch.LabelRing + "=" + ring})
-		if lastErr = err; err != nil {
-			return false
-		}
-		got = got[:0]
+		require.NoError(c, err)
+		got := []string{}
 		for _, m := range patch.Members(slicesOf(list.Items)) {
 			got = append(got, m.IP)
 		}
 		slices.Sort(got)
-		return slices.Equal(got, want)
-	}, 3*time.Minute, 100*time.Millisecond, "ring %s/%s: want members %v, have %v (last list error: %v)", ns, ring, want, got, lastErr)
+		assert.Equal(c, want, got, "ring %s/%s: ready members", ns, ring)
+	}, 3*time.Minute, 100*time.Millisecond)
 }
 
 func slicesOf(items []discoveryv1.EndpointSlice) []*discoveryv1.EndpointSlice {
