@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -69,18 +70,7 @@ func alive(s *sup) []string {
 			out = append(out, id)
 		}
 	}
-	return sorted(out)
-}
-
-func sorted(s []string) []string {
-	out := append([]string(nil), s...)
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if out[j] < out[i] {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
-	}
+	slices.Sort(out)
 	return out
 }
 
@@ -89,7 +79,8 @@ func ids(ss ...*sup) []string {
 	for _, s := range ss {
 		out = append(out, s.ID())
 	}
-	return sorted(out)
+	slices.Sort(out)
+	return out
 }
 
 func eventually(t *testing.T, what string, f func() bool) {
@@ -345,7 +336,6 @@ func TestGatewayAuth(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, get(""))
 	require.Equal(t, http.StatusUnauthorized, get("Bearer nope"))
 	require.Equal(t, http.StatusOK, get("Bearer s3cret"))
-	require.True(t, strings.HasPrefix(s.ID(), s.ID()[:1]))
 }
 
 // Initial peers are pinged until the member list holds len/2+1 of them, then no more
