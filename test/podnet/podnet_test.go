@@ -26,6 +26,12 @@ func bridge(t *testing.T) *Bridge {
 	if err := Supported(); err != nil {
 		t.Skip(err)
 	}
+	// What an earlier run killed before its cleanup left behind goes first.
+	removed, err := Sweep(t.Context())
+	require.NoError(t, err)
+	if len(removed) > 0 {
+		t.Logf("swept what dead runs left: %v", removed)
+	}
 	p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(200 + rand.IntN(50)), byte(rand.IntN(250)), 0}), 24)
 	b, err := NewBridge(t.Context(), p)
 	require.NoError(t, err)
