@@ -52,6 +52,9 @@ type Options struct {
 	// ControllerQPS is kube-controller-manager's --kube-api-qps (default 20, the upstream
 	// default, which caps pod creation at about 20/s); burst is twice it.
 	ControllerQPS int
+	// APIServerAddresses are extra addresses the API server's certificate is valid for:
+	// a pod network's gateway, where pods reach the API server through a proxy.
+	APIServerAddresses []string
 }
 
 // Cluster is a running local control plane.
@@ -163,7 +166,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		}
 	}
 	pki := filepath.Join(o.Dir, "pki")
-	token, err := c.writePKI(pki)
+	token, err := c.writePKI(pki, o.APIServerAddresses)
 	if err != nil {
 		return nil, err
 	}
@@ -193,6 +196,10 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--token-auth-file="+filepath.Join(pki, "tokens.csv"),
 		"--authorization-mode=Node,RBAC",
+		// A namespace's annotations can place its pods on a node and let them tolerate its
+		// taint: that is how pods reach the runner's node (test/runner) and the rest stay on
+		// kwok's.
+		"--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
 		"--allow-privileged=true",
 		"--max-requests-inflight=1000", "--max-mutating-requests-inflight=500",
 	); err != nil {
@@ -240,7 +247,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if err := os.WriteFile(stageFile, stages, 0o644); err != nil {
 		return nil, err
 	}
-	if err := c.run(ctx, o.BinDir, "kwok", "--kubeconfig="+c.Kubeconfig, "--manage-all-nodes=true",
+	if err := c.run(ctx, o.BinDir, "kwok", "--kubeconfig="+c.Kubeconfig, "--manage-single-node="+kwokNode,
 		"--cidr=10.0.0.1/16", "--node-ip=127.0.0.1", "-c", stageFile, "--server-address=127.0.0.1:0"); err != nil {
 		return nil, err
 	}
@@ -367,12 +374,12 @@ func httpOK(client *http.Client, url, token string) error {
 
 // writePKI makes the cluster CA, the API server's certificate, the service-account key
 // pair and an admin token, and returns the token.
-func (c *Cluster) writePKI(dir string) (string, error) {
+func (c *Cluster) writePKI(dir string, extra []string) (string, error) {
 	ca, err := pki.NewCA("habring-local-cluster-ca", 24*time.Hour)
 	if err != nil {
 		return "", err
 	}
-	crt, key, err := ca.Issue([]string{"127.0.0.1", "localhost", "kubernetes.default.svc"}, time.Now().Add(-time.Hour), 24*time.Hour)
+	crt, key, err := ca.Issue(append([]string{"127.0.0.1", "localhost", "kubernetes.default.svc"}, extra...), time.Now().Add(-time.Hour), 24*time.Hour)
 	if err != nil {
 		return "", err
 	}
@@ -471,6 +478,10 @@ func kwokStages(ctx context.Context) ([]byte, error) {
 	return bytes.Join(docs, []byte("\n---\n")), nil
 }
 
+// kwokNode is the fake node kwok plays the kubelet of; other nodes (test/runner's) are
+// left to whoever registered them.
+const kwokNode = "kwok-node-0"
+
 // addNode registers the fake node kwok plays the kubelet of, and waits until it is Ready.
 func (c *Cluster) addNode(ctx context.Context) error {
 	cs, err := kubernetes.NewForConfig(c.Config)
@@ -478,9 +489,9 @@ func (c *Cluster) addNode(ctx context.Context) error {
 		return err
 	}
 	node := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "kwok-node-0",
+		ObjectMeta: metav1.ObjectMeta{Name: kwokNode,
 			Annotations: map[string]string{"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-			Labels:      map[string]string{"kubernetes.io/hostname": "kwok-node-0", "kubernetes.io/os": "linux", "type": "kwok"}},
+			Labels:      map[string]string{"kubernetes.io/hostname": kwokNode, "kubernetes.io/os": "linux", "type": "kwok"}},
 		Status: corev1.NodeStatus{Allocatable: resources(), Capacity: resources()},
 	}
 	if _, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {

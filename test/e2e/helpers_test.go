@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/patch"
+	"github.com/habring/habring/test/runner"
 )
 
 var (
@@ -28,6 +29,20 @@ var (
 // namespace creates a fresh namespace, opted in or not, deleted when the test ends.
 func namespace(t *testing.T, e *environment, optIn bool) string {
 	t.Helper()
+	return namespaceWith(t, e, optIn, nil)
+}
+
+// runningNamespace is an opted-in namespace whose pods run on the runner's node.
+func runningNamespace(t *testing.T, e *environment) string {
+	t.Helper()
+	if e.runner == nil {
+		t.Skipf("pods cannot run here: %v", e.noRunner)
+	}
+	return namespaceWith(t, e, true, runner.NamespaceAnnotations())
+}
+
+func namespaceWith(t *testing.T, e *environment, optIn bool, annotations map[string]string) string {
+	t.Helper()
 	nsMu.Lock()
 	nsCounter++
 	name := fmt.Sprintf("e2e-%d-%s", nsCounter, strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())))
@@ -35,7 +50,7 @@ func namespace(t *testing.T, e *environment, optIn bool) string {
 	if len(name) > 63 {
 		name = strings.TrimRight(name[:63], "-")
 	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations}}
 	if optIn {
 		ns.Labels = map[string]string{patch.LabelInject: patch.InjectEnabled}
 	}

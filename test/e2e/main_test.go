@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/habring/habring/test/cluster"
 	"github.com/habring/habring/test/harness"
+	"github.com/habring/habring/test/podnet"
+	"github.com/habring/habring/test/runner"
 )
 
 // env is the shared end-to-end environment; nil when HABRING_E2E is unset.
@@ -22,6 +25,11 @@ type environment struct {
 	dir     string
 	binary  string
 	webhook *harness.Webhook
+	// runner runs the pods of namespaces made by runningNamespace; nil (and those tests
+	// skipped) where pod networks cannot be made: not root, or no iproute2.
+	runner *runner.Runner
+	// noRunner says why runner is nil.
+	noRunner error
 }
 
 func TestMain(m *testing.M) {
@@ -43,7 +51,21 @@ func setup(m *testing.M) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	c, err := cluster.Start(ctx, cluster.Options{Dir: filepath.Join(dir, "cluster"), ControllerQPS: 200})
+	// The pod network comes first: the API server's certificate names its gateway, where
+	// running pods reach the API server.
+	bridge, noRunner := harness.PodNetwork(ctx, os.Stdout)
+	switch {
+	case errors.Is(noRunner, podnet.ErrUnsupported):
+		fmt.Println("e2e: pods will not run (tests of running rings skip):", noRunner)
+	case noRunner != nil:
+		return 0, fmt.Errorf("make the pod network: %w", noRunner)
+	}
+	opts := cluster.Options{Dir: filepath.Join(dir, "cluster"), ControllerQPS: 200}
+	if bridge != nil {
+		defer func() { _ = bridge.Close(context.Background()) }()
+		opts.APIServerAddresses = []string{bridge.Gateway.String()}
+	}
+	c, err := cluster.Start(ctx, opts)
 	if err != nil {
 		return 0, fmt.Errorf("start the local cluster: %w (state and logs in %s)", err, dir)
 	}
@@ -52,7 +74,7 @@ func setup(m *testing.M) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	env = &environment{cluster: c, client: client, dir: dir, binary: filepath.Join(dir, "habring")}
+	env = &environment{cluster: c, client: client, dir: dir, binary: filepath.Join(dir, "habring"), noRunner: noRunner}
 	fmt.Println("e2e: building habring")
 	if err := harness.BuildHabring(ctx, env.binary); err != nil {
 		return 0, err
@@ -64,6 +86,12 @@ func setup(m *testing.M) (int, error) {
 	defer env.webhook.Stop()
 	if err := harness.InstallWebhookConfiguration(ctx, client, env.webhook); err != nil {
 		return 0, err
+	}
+	if bridge != nil {
+		if env.runner, err = harness.StartRunner(ctx, c, bridge, dir, env.binary); err != nil {
+			return 0, err
+		}
+		defer env.runner.Close()
 	}
 	code := m.Run()
 	if code == 0 {

@@ -31,6 +31,13 @@ func RepoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
+// LabelerImage is the labeler image the harness's webhook injects; LabelerImageRepo is its
+// repository (what test/runner matches to run habring).
+const (
+	LabelerImage     = LabelerImageRepo + ":local"
+	LabelerImageRepo = "habring"
+)
+
 // Webhook is `habring webhook` running on the host, as it would in its pod.
 type Webhook struct {
 	// Addr is the listen address (127.0.0.1:port).
@@ -69,7 +76,7 @@ func StartWebhook(ctx context.Context, dir, binary, kubeconfig string, extraArgs
 	_ = l.Close()
 	w.args = []string{"webhook", "--listen=" + w.Addr, "--kubeconfig=" + kubeconfig,
 		"--tls-cert-file=" + filepath.Join(w.certDir, "tls.crt"), "--tls-key-file=" + filepath.Join(w.certDir, "tls.key"),
-		"--labeler-image=habring:local", "--shutdown-delay=0s"}
+		"--labeler-image=" + LabelerImage, "--shutdown-delay=0s"}
 	w.args = append(w.args, extraArgs...)
 	return w, w.Start(ctx)
 }

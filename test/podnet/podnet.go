@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -68,6 +69,20 @@ func NewBridge(ctx context.Context, p netip.Prefix) (*Bridge, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// NewRandomBridge makes a bridge on a random /24 of 10.200.0.0-10.249.255.0 that no route
+// of this machine overlaps.
+func NewRandomBridge(ctx context.Context) (*Bridge, error) {
+	var err error
+	for range 20 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(200 + rand.IntN(50)), byte(rand.IntN(250)), 0}), 24)
+		var b *Bridge
+		if b, err = NewBridge(ctx, p); err == nil {
+			return b, nil
+		}
+	}
+	return nil, err
 }
 
 // free fails when a route of this machine overlaps p: the pods' traffic must stay on the
@@ -146,11 +161,20 @@ func (b *Bridge) AddPod(ctx context.Context, addr netip.Addr, hosts map[string]n
 	return p, nil
 }
 
-// SetHosts rewrites the pod's /etc/hosts (as seen by commands from Command).
+// SetHosts rewrites the pod's /etc/hosts (as seen by commands from Command) in place, so
+// commands already running see the change. The pod's /etc/resolv.conf names its own
+// loopback, where nothing answers: a name not in hosts fails at once, and no lookup leaves
+// the pod for this machine's resolvers.
 func (p *Pod) SetHosts(hosts map[string]netip.Addr) error {
 	dir := filepath.Join("/etc/netns", p.Name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
+	}
+	resolv := filepath.Join(dir, "resolv.conf")
+	if _, err := os.Stat(resolv); err != nil {
+		if err := os.WriteFile(resolv, []byte("nameserver 127.0.0.1\noptions attempts:1 timeout:1\n"), 0o644); err != nil {
+			return err
+		}
 	}
 	var buf bytes.Buffer
 	buf.WriteString("127.0.0.1\tlocalhost\n")

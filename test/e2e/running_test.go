@@ -1,0 +1,149 @@
+package e2e
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/habring/habring/patch"
+	"github.com/habring/habring/test/harness"
+	"github.com/habring/habring/test/supervisor"
+)
+
+// ringKeySecret creates the Secret examples/ring.yaml names, as its comment tells a user
+// to (`hab ring key generate main`).
+func ringKeySecret(t *testing.T, e *environment, ns string) {
+	t.Helper()
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "ring-key", Namespace: ns},
+		StringData: map[string]string{"ring-key": "SYM-SEC-1\nmain-20261201000000\n\nc2VjcmV0IG9mIHRoZSBlMmUgcmluZw=="}}
+	_, err := e.client.CoreV1().Secrets(ns).Create(t.Context(), s, metav1.CreateOptions{})
+	require.NoError(t, err)
+}
+
+// requireOneRing waits until every pod's Supervisor holds exactly these pods alive: one
+// ring, seen the same from everywhere.
+func requireOneRing(t *testing.T, pods []corev1.Pod, timeout time.Duration) {
+	t.Helper()
+	want := make([]string, 0, len(pods))
+	for _, p := range pods {
+		want = append(want, p.Status.PodIP)
+	}
+	slices.Sort(want)
+	start := time.Now()
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		for _, p := range pods {
+			view, err := harness.RingView(t.Context(), p.Status.PodIP)
+			require.NoError(c, err, "pod %s", p.Name)
+			assert.Equal(c, want, view, "the alive members pod %s's Supervisor sees", p.Name)
+		}
+	}, timeout, 250*time.Millisecond)
+	t.Logf("one ring of %d members, seen alike by every member, %s after the pods were ready", len(pods), time.Since(start).Round(time.Millisecond))
+}
+
+// requireOneLeader waits until exactly one of the app's pods is labelled leader and the rest
+// follower, the leader's own Supervisor says it is the group's leader, and the Service
+// selecting the leader holds exactly its address. It returns the leader.
+func requireOneLeader(t *testing.T, e *environment, ns, app, leaderService string, n int, timeout time.Duration) corev1.Pod {
+	t.Helper()
+	var leader corev1.Pod
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		list, err := e.client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=" + app})
+		require.NoError(c, err)
+		roles := map[string][]string{}
+		var leaders []corev1.Pod
+		for _, p := range list.Items {
+			if p.DeletionTimestamp != nil {
+				continue
+			}
+			role := p.Labels[patch.LabelRole]
+			roles[role] = append(roles[role], p.Name)
+			if role == patch.RoleLeader {
+				leaders = append(leaders, p)
+			}
+		}
+		require.Len(c, leaders, 1, "pods by role: %v", roles)
+		assert.Len(c, roles[patch.RoleFollower], n-1, "pods by role: %v", roles)
+		leader = leaders[0]
+		census, err := harness.Gateway[supervisor.Census](t.Context(), leader.Status.PodIP, "/census")
+		require.NoError(c, err)
+		group := census.CensusGroups[app+".default"]
+		require.NotNil(c, group.LeaderID, "census of %s: no leader", leader.Name)
+		assert.Equal(c, census.LocalMemberID, *group.LeaderID, "the labelled leader %s is its Supervisor's elected leader", leader.Name)
+		assert.Equal(c, []string{leader.Status.PodIP}, serviceAddresses(t, e, ns, leaderService), "%s holds the leader", leaderService)
+	}, timeout, 100*time.Millisecond)
+	return leader
+}
+
+// serviceAddresses lists the ready addresses of a Service's EndpointSlices.
+func serviceAddresses(t *testing.T, e *environment, ns, svc string) []string {
+	list, err := e.client.DiscoveryV1().EndpointSlices(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + svc})
+	if err != nil {
+		return []string{err.Error()}
+	}
+	out := []string{}
+	for _, s := range list.Items {
+		for _, ep := range s.Endpoints {
+			if ep.Conditions.Ready == nil || *ep.Conditions.Ready {
+				out = append(out, ep.Addresses...)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// examples/ring.yaml, applied as its comment says, runs: the bastion StatefulSet and the
+// redis Deployment form ONE ring, exactly one redis pod is labelled leader and the others
+// follower, and redis-master holds exactly the leader. Deleting the leader pod moves the
+// label and the Service.
+func TestExampleRingRuns(t *testing.T) {
+	e := requireEnv(t)
+	ns := runningNamespace(t, e)
+	t.Parallel()
+	applyFile(t, e, "deploy/labeler-rbac.yaml", "")
+	applyFile(t, e, "deploy/labeler-policy.yaml", "")
+	applyFile(t, e, "examples/labeler-rolebinding.yaml", ns)
+	ringKeySecret(t, e, ns)
+	applyFile(t, e, "examples/ring.yaml", ns)
+
+	bastion := readyPods(t, e, ns, "hab-bastion", 3, 3*time.Minute)
+	redis := readyPods(t, e, ns, "redis", 3, 3*time.Minute)
+	for _, p := range append(slices.Clone(bastion), redis...) {
+		requireInjected(t, &p)
+	}
+	requireOneRing(t, append(slices.Clone(bastion), redis...), 2*time.Minute)
+	leader := requireOneLeader(t, e, ns, "redis", "redis-master", 3, 2*time.Minute)
+	t.Logf("leader %s (%s); roles and redis-master agree", leader.Name, leader.Status.PodIP)
+
+	start := time.Now()
+	require.NoError(t, e.client.CoreV1().Pods(ns).Delete(t.Context(), leader.Name, metav1.DeleteOptions{}))
+	var moved corev1.Pod
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		moved = requireOneLeaderNow(c, t, e, ns, leader.Name)
+	}, 2*time.Minute, 100*time.Millisecond)
+	t.Logf("leader pod %s deleted: %s labelled leader and alone in redis-master %s later", leader.Name, moved.Name, time.Since(start).Round(time.Millisecond))
+	redis = readyPods(t, e, ns, "redis", 3, 3*time.Minute)
+	requireOneRing(t, append(slices.Clone(bastion), redis...), 2*time.Minute)
+	requireOneLeader(t, e, ns, "redis", "redis-master", 3, 2*time.Minute)
+}
+
+// requireOneLeaderNow checks once that a pod other than old is the only one labelled
+// leader and redis-master holds just it.
+func requireOneLeaderNow(c *assert.CollectT, t *testing.T, e *environment, ns, old string) corev1.Pod {
+	list, err := e.client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=redis," + patch.LabelRole + "=" + patch.RoleLeader})
+	require.NoError(c, err)
+	var names []string
+	for _, p := range list.Items {
+		names = append(names, p.Name)
+	}
+	require.Len(c, list.Items, 1, "pods labelled leader: %v", names)
+	p := list.Items[0]
+	require.NotEqual(c, old, p.Name, "the deleted pod still holds the label")
+	require.Equal(c, []string{p.Status.PodIP}, serviceAddresses(t, e, ns, "redis-master"))
+	return p
+}

@@ -1,0 +1,127 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/habring/habring/test/cluster"
+	"github.com/habring/habring/test/podnet"
+	"github.com/habring/habring/test/runner"
+	"github.com/habring/habring/test/supervisor"
+)
+
+// PodNetwork sweeps what killed runs left (namespaces, links) and makes a pod network for
+// a runner, or says why pods cannot run on this machine (not root, no iproute2).
+func PodNetwork(ctx context.Context, progress io.Writer) (*podnet.Bridge, error) {
+	if err := podnet.Supported(); err != nil {
+		return nil, err
+	}
+	removed, err := podnet.Sweep(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(removed) > 0 {
+		fmt.Fprintln(progress, "swept what killed runs left:", removed)
+	}
+	return podnet.NewRandomBridge(ctx)
+}
+
+// initScript is /init.sh of an image made by `hab pkg export container`, with the
+// Supervisor double as `hab sup`: arguments that start with a flag run the image's package
+// (HABRING_IMAGE_PKG here; the real image bakes it in), others are `hab sup` arguments.
+const initScript = `#!/bin/sh
+case "$1" in
+-*) set -- run "$HABRING_IMAGE_PKG" "$@" ;;
+esac
+exec '%s' "$@"
+`
+
+// StartRunner builds the Supervisor double into dir and starts a runner for the cluster's
+// node. What runs for an image:
+//   - habitat/<name>: an image of core/<name> from `hab pkg export container`, its
+//     init.sh (initScript) starting the double, the container's own file system holding
+//     the Supervisor's MEMBER_ID;
+//   - the labeler image (LabelerImageRepo): habring;
+//   - busybox: this machine's /bin/sh.
+//
+// Its log and the containers' are under dir.
+func StartRunner(ctx context.Context, c *cluster.Cluster, bridge *podnet.Bridge, dir, habring string) (*runner.Runner, error) {
+	double := filepath.Join(dir, "hab-sup-double")
+	build := exec.CommandContext(ctx, "go", "build", "-o", double, "./test/supervisor/cmd/hab-sup-double")
+	build.Dir = RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build the Supervisor double: %w: %s", err, out)
+	}
+	initSh := filepath.Join(dir, "hab-init.sh")
+	if err := os.WriteFile(initSh, fmt.Appendf(nil, initScript, double), 0o755); err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(dir, "runner.log"))
+	if err != nil {
+		return nil, err
+	}
+	images := func(ref string) (runner.Image, bool) {
+		repo := runner.Repository(ref)
+		if name, ok := strings.CutPrefix(repo, "habitat/"); ok && name != "" && !strings.Contains(name, "/") {
+			return runner.Image{Entrypoint: []string{initSh}, Cmd: []string{"run", "core/" + name},
+				Env: []string{"HABRING_IMAGE_PKG=core/" + name}, FreshDirs: []string{supervisor.EnvSupRoot}}, true
+		}
+		switch repo {
+		case LabelerImageRepo:
+			return runner.Image{Entrypoint: []string{habring}}, true
+		case "busybox":
+			return runner.Image{Entrypoint: []string{"/bin/sh"}}, true
+		}
+		return runner.Image{}, false
+	}
+	return runner.Start(ctx, runner.Options{Config: c.Config, Bridge: bridge, Dir: filepath.Join(dir, "runner"),
+		Log: slog.New(slog.NewTextHandler(logFile, nil)), Images: images})
+}
+
+// Gateway reads a route of the Supervisor HTTP gateway at ip (port 9631) into a T.
+func Gateway[T any](ctx context.Context, ip, route string) (T, error) {
+	var v T
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(ip, "9631")+route, nil)
+	if err != nil {
+		return v, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return v, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return v, fmt.Errorf("%s%s: HTTP %d", ip, route, resp.StatusCode)
+	}
+	return v, json.NewDecoder(resp.Body).Decode(&v)
+}
+
+// RingView is the Supervisor at ip's view of its ring: the addresses of the members it
+// holds alive, sorted.
+func RingView(ctx context.Context, ip string) ([]string, error) {
+	b, err := Gateway[supervisor.Butterfly](ctx, ip, "/butterfly")
+	if err != nil {
+		return nil, err
+	}
+	var alive []string
+	for id, m := range b.Member.Members {
+		if b.Member.Health[id] == "Alive" {
+			alive = append(alive, m.Address)
+		}
+	}
+	slices.Sort(alive)
+	return alive, nil
+}
