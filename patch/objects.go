@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/ptr"
 )
 
 // Objects is a Source over objects held in memory: render's input files and the golden
@@ -43,6 +44,11 @@ func (o *Objects) Ring(_ context.Context, ns, ring string) (Ring, error) {
 	var sets []*appsv1.StatefulSet
 	for _, s := range o.StatefulSets {
 		if s.Namespace == ns && RingAnnotation(s.Annotations, s.Spec.Template.Annotations) == ring {
+			if s.Status.ObservedGeneration == 0 && s.Status.ReadyReplicas == 0 {
+				// A manifest, not a live object: preview the steady state, every pod ready.
+				s = s.DeepCopy()
+				s.Status.ReadyReplicas = ptr.Deref(s.Spec.Replicas, 1)
+			}
 			sets = append(sets, s)
 		}
 	}

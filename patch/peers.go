@@ -78,17 +78,28 @@ func Peers(podName string, w Workload, scope Scope, ring Ring, maxPeers int) (Pl
 		}
 	case KindDeployment:
 		if len(live) == 0 {
+			// Only names that resolve now: a Supervisor whose --peer name does not resolve
+			// fails to start, and the pod's args never change.
 			sets := slices.SortedFunc(slices.Values(ring.StatefulSets), func(a, b BootstrapSet) int { return cmp.Compare(a.Name, b.Name) })
+			var waiting []string
 			for _, s := range sets {
-				if s.ServiceName == "" {
+				if s.ServiceName == "" || s.Replicas == 0 {
 					continue
 				}
-				for i := range s.Replicas {
+				if s.Ready == 0 {
+					waiting = append(waiting, s.Name)
+				}
+				for i := range s.Ready {
 					plan.Peers = append(plan.Peers, stableName(s.Name+"-"+strconv.Itoa(int(i)), s.ServiceName, scope))
 					names++
 				}
 			}
-			if names == 0 {
+			switch {
+			case names == 0 && len(waiting) > 0:
+				return Plan{}, &NoPeersError{Ring: scope.Ring, Namespace: scope.Namespace,
+					Detail: fmt.Sprintf("its bootstrap StatefulSet %s has no ready pod yet (a Supervisor fails to start on a --peer name that does not resolve)", strings.Join(waiting, ", ")),
+					Hint:   fmt.Sprintf("nothing to change: the controller creates this pod again, and it is admitted once %s-0 is ready", waiting[0])}
+			case names == 0:
 				return Plan{}, &NoPeersError{Ring: scope.Ring, Namespace: scope.Namespace, Detail: "no bootstrap StatefulSet (one with replicas and spec.serviceName)"}
 			}
 		}
@@ -157,7 +168,7 @@ func reason(w Workload, live, names, total int) string {
 		if w.Kind == KindStatefulSet {
 			parts = append(parts, fmt.Sprintf("%d stable name(s) of lower ordinals", names))
 		} else {
-			parts = append(parts, fmt.Sprintf("%d stable name(s) of the ring's StatefulSets", names))
+			parts = append(parts, fmt.Sprintf("%d stable name(s) of the ring's StatefulSets' ready pods", names))
 		}
 	}
 	if len(parts) == 0 {

@@ -16,7 +16,10 @@ func TestPeers(t *testing.T) {
 	}
 	deploy := Workload{Kind: KindDeployment, Name: "web", Ordinal: -1}
 	ring := func(members ...Member) Ring {
-		return Ring{Members: members, StatefulSets: []BootstrapSet{{Name: "db", ServiceName: "db", Replicas: 3}}}
+		return Ring{Members: members, StatefulSets: []BootstrapSet{{Name: "db", ServiceName: "db", Replicas: 3, Ready: 3}}}
+	}
+	readyOf := func(n int32) Ring {
+		return Ring{StatefulSets: []BootstrapSet{{Name: "db", ServiceName: "db", Replicas: 3, Ready: n}}}
 	}
 	scope := Scope{Ring: "main", Namespace: "ns", ClusterDomain: "cluster.local"}
 	name := func(i string) string { return "db-" + i + ".db.ns.svc.cluster.local" }
@@ -42,9 +45,11 @@ func TestPeers(t *testing.T) {
 			want: []string{"10.0.0.2", "10.0.0.10", "10.2.0.1", "10.1.0.8", "10.1.0.9"}},
 		"cap keeps the best":    {pod: "db-2", w: sts(2), ring: ring(Member{"10.0.0.1", "db-1"}), max: 1, want: []string{"10.0.0.1"}, permanent: true},
 		"deployment, live ring": {pod: "", w: deploy, ring: ring(Member{"10.1.0.1", "web-a"}), want: []string{"10.1.0.1"}},
-		"deployment, nothing live: the ring statefulset's names": {pod: "", w: deploy, ring: ring(), want: []string{name("0"), name("1"), name("2")}},
-		"deployment, nothing at all: denied":                     {pod: "", w: deploy, ring: Ring{}, wantErr: ErrNoBootstrap},
-		"unknown ordinal":                                        {pod: "db-x", w: sts(-1), ring: ring(), wantErr: errAny},
+		"deployment, nothing live: the ring statefulset's names":         {pod: "", w: deploy, ring: ring(), want: []string{name("0"), name("1"), name("2")}},
+		"deployment, nothing live, pod 0 ready: only names that resolve": {pod: "", w: deploy, ring: readyOf(1), want: []string{name("0")}},
+		"deployment, nothing live, no pod ready yet: denied":             {pod: "", w: deploy, ring: readyOf(0), wantErr: ErrNoBootstrap},
+		"deployment, nothing at all: denied":                             {pod: "", w: deploy, ring: Ring{}, wantErr: ErrNoBootstrap},
+		"unknown ordinal":                                                {pod: "db-x", w: sts(-1), ring: ring(), wantErr: errAny},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

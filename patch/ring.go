@@ -37,6 +37,9 @@ type BootstrapSet struct {
 	Name        string
 	ServiceName string
 	Replicas    int32
+	// Ready is how many of the lowest ordinals are ready, so that their stable names
+	// resolve: a Supervisor fails to start on a --peer name that does not.
+	Ready int32
 }
 
 // Ring is the live state of one ring in one namespace, as a Source found it.
@@ -97,7 +100,9 @@ func RingAnnotation(objAnnotations, templateAnnotations map[string]string) strin
 	return strings.TrimSpace(objAnnotations[AnnotationRing])
 }
 
-// BootstrapSets converts the ring's StatefulSets.
+// BootstrapSets converts the ring's StatefulSets. Their ready pods are the lowest
+// ordinals under OrderedReady pod management (pod N is created once 0..N-1 are ready);
+// under Parallel, which ones are ready is unknown until all are.
 func BootstrapSets(sets []*appsv1.StatefulSet) []BootstrapSet {
 	out := make([]BootstrapSet, 0, len(sets))
 	for _, s := range sets {
@@ -105,7 +110,11 @@ func BootstrapSets(sets []*appsv1.StatefulSet) []BootstrapSet {
 		if s.Spec.Replicas != nil {
 			r = *s.Spec.Replicas
 		}
-		out = append(out, BootstrapSet{Name: s.Name, ServiceName: s.Spec.ServiceName, Replicas: r})
+		ready := min(s.Status.ReadyReplicas, r)
+		if s.Spec.PodManagementPolicy == appsv1.ParallelPodManagement && ready < r {
+			ready = 0
+		}
+		out = append(out, BootstrapSet{Name: s.Name, ServiceName: s.Spec.ServiceName, Replicas: r, Ready: ready})
 	}
 	return out
 }

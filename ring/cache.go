@@ -201,7 +201,7 @@ func endpointSliceRing(obj any) ([]string, error) {
 }
 
 // Transforms: what the caches keep. Admission reads habitat.sh/ annotations, a
-// StatefulSet's serviceName, replicas and template annotations, and EndpointSlice
+// StatefulSet's serviceName, replicas, pod management, ready replicas and template annotations, and EndpointSlice
 // endpoints; managedFields, last-applied-configuration and pod templates can each be
 // larger than everything else together.
 
@@ -214,7 +214,7 @@ func trimStatefulSet(obj any) (any, error) {
 	s.Annotations = habitatOnly(s.Annotations)
 	s.Spec.Template = corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: habitatOnly(s.Spec.Template.Annotations)}}
 	s.Spec.VolumeClaimTemplates = nil
-	s.Status = appsv1.StatefulSetStatus{}
+	s.Status = appsv1.StatefulSetStatus{ReadyReplicas: s.Status.ReadyReplicas} // whose stable names resolve
 	return s, nil
 }
 
