@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,4 +147,73 @@ func requireOneLeaderNow(c *assert.CollectT, t *testing.T, e *environment, ns, o
 	require.NotEqual(c, old, p.Name, "the deleted pod still holds the label")
 	require.Equal(c, []string{p.Status.PodIP}, serviceAddresses(t, e, ns, "redis-master"))
 	return p
+}
+
+// A Deployment created before its bootstrap StatefulSet: its pods are denied while the ring
+// has nothing to peer with, then created by their ReplicaSet once the StatefulSet's pod 0
+// is ready, and everything ends in one ring.
+func TestDeploymentBeforeStatefulSetRunsOneRing(t *testing.T) {
+	e := requireEnv(t)
+	ns := runningNamespace(t, e)
+	t.Parallel()
+	ringService(t, e, ns, "bastion", "main")
+	_, err := e.client.AppsV1().Deployments(ns).Create(t.Context(), deployment(ns, "web", 3, ring("main")), metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.True(c, slices.ContainsFunc(events(t, e, ns, "ReplicaSet"), func(ev string) bool {
+			return strings.Contains(ev, "FailedCreate") && strings.Contains(ev, "no live member")
+		}), "the ReplicaSet's pods are denied while the ring has no member")
+	}, time.Minute, 200*time.Millisecond)
+	list, err := e.client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=web"})
+	require.NoError(t, err)
+	require.Empty(t, list.Items, "no pod of web may start a ring of its own")
+
+	start := time.Now()
+	_, err = e.client.AppsV1().StatefulSets(ns).Create(t.Context(), statefulSet(ns, "bastion", 2, ring("main")), metav1.CreateOptions{})
+	require.NoError(t, err)
+	bastion := readyPods(t, e, ns, "bastion", 2, 3*time.Minute)
+	web := readyPods(t, e, ns, "web", 3, 5*time.Minute)
+	t.Logf("StatefulSet created: its 2 pods and the Deployment's 3 running %s later", time.Since(start).Round(time.Millisecond))
+	requireOneRing(t, append(bastion, web...), 2*time.Minute)
+}
+
+// Watch-file mode: the Supervisor container of the ring's pod 0 is killed and restarted in
+// place, with a fresh file system (a new member id) and the same args. In args mode pod 0
+// has no --peer and would start a ring of its own; here it reads the peer file the labeler
+// keeps full of live members, and rejoins the same ring.
+func TestWatchFileMemberRestartedInPlaceRejoins(t *testing.T) {
+	e := requireEnv(t)
+	ns := runningNamespace(t, e)
+	t.Parallel()
+	applyFile(t, e, "deploy/labeler-rbac.yaml", "")
+	applyFile(t, e, "deploy/labeler-policy.yaml", "")
+	applyFile(t, e, "examples/labeler-rolebinding.yaml", ns)
+	ringService(t, e, ns, "redis", "main")
+	sts := statefulSet(ns, "redis", 3, map[string]string{patch.AnnotationRing: "main", patch.AnnotationTopology: "leader",
+		patch.AnnotationPeerMode: patch.PeerModeWatchFile})
+	sts.Spec.Template.Spec.ServiceAccountName = "habitat"
+	_, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), sts, metav1.CreateOptions{})
+	require.NoError(t, err)
+	pods := readyPods(t, e, ns, "redis", 3, 3*time.Minute)
+	requireOneRing(t, pods, 2*time.Minute)
+	before, err := harness.Gateway[supervisor.Census](t.Context(), pods[0].Status.PodIP, "/census")
+	require.NoError(t, err)
+
+	start := time.Now()
+	require.NoError(t, e.runner.Kill(ns, "redis-0", "redis"), "crash redis-0's Supervisor")
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		p, err := e.client.CoreV1().Pods(ns).Get(t.Context(), "redis-0", metav1.GetOptions{})
+		require.NoError(c, err)
+		for _, cs := range p.Status.ContainerStatuses {
+			if cs.Name == "redis" {
+				assert.Equal(c, int32(1), cs.RestartCount)
+				assert.NotNil(c, cs.State.Running)
+			}
+		}
+	}, time.Minute, 100*time.Millisecond)
+	after, err := harness.Gateway[supervisor.Census](t.Context(), pods[0].Status.PodIP, "/census")
+	require.NoError(t, err)
+	require.NotEqual(t, before.LocalMemberID, after.LocalMemberID, "the restarted container is a new member (fresh file system)")
+	requireOneRing(t, pods, 2*time.Minute)
+	t.Logf("redis-0's Supervisor killed: restarted and back in the one ring %s later", time.Since(start).Round(time.Millisecond))
 }

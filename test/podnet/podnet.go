@@ -191,13 +191,26 @@ func (p *Pod) Command(ctx context.Context, name string, args ...string) *exec.Cm
 }
 
 // Do runs f on a goroutine locked to an OS thread that has entered the pod's network
-// namespace: a dial to 127.0.0.1 there reaches the pod's own loopback.
+// namespace: a dial to 127.0.0.1 there reaches the pod's own loopback. The thread returns
+// to its own namespace afterwards; if it cannot, it is left locked and Go ends it with the
+// goroutine rather than reuse it. (A thread that ends sends the parent-death signal to
+// every process it started: returning is the better way.)
 func (p *Pod) Do(f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// The thread is left in the pod's namespace and never unlocked: Go ends it with
-		// the goroutine rather than reuse it.
+		elsewhere := false // the thread is in the pod's namespace and could not come back
+		defer func() {
+			if !elsewhere {
+				runtime.UnlockOSThread()
+			}
+		}()
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("open this thread's namespace: %w", err)
+			return
+		}
+		defer func() { _ = unix.Close(home) }()
 		fd, err := unix.Open(filepath.Join("/var/run/netns", p.Name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			errc <- fmt.Errorf("open namespace %s: %w", p.Name, err)
@@ -208,7 +221,9 @@ func (p *Pod) Do(f func() error) error {
 			errc <- fmt.Errorf("enter namespace %s: %w", p.Name, err)
 			return
 		}
-		errc <- f()
+		err = f()
+		elsewhere = unix.Setns(home, unix.CLONE_NEWNET) != nil
+		errc <- err
 	}()
 	return <-errc
 }
