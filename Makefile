@@ -52,7 +52,7 @@ test: verify lint unit e2e ## everything CI runs: verify, lint, unit, golden, fu
 DEMO_DIR := $(CURDIR)/.demo
 
 .PHONY: demo
-demo: cluster-build ## local control plane + habring + examples/, prints what was injected; keeps running
+demo: cluster-build ## local control plane + habring + examples/ running (needs root); prints peers, roles, rings; keeps running
 	@if [ -f $(DEMO_DIR)/pid ] && kill -0 $$(cat $(DEMO_DIR)/pid) 2>/dev/null; then echo "the demo is already running: make demo-down first"; exit 1; fi
 	@rm -rf $(DEMO_DIR); mkdir -p $(DEMO_DIR)
 	$(GO) build -o $(BIN)/demo ./test/demo
