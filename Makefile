@@ -63,6 +63,10 @@ demo: cluster-build ## local control plane + habring + examples/ running (needs 
 	  if [ ! -f $(DEMO_DIR)/ready ]; then echo "demo failed; see $(DEMO_DIR)/demo.log"; exit 1; fi
 	@echo; cat $(DEMO_DIR)/table.txt
 
+.PHONY: chaos
+chaos: cluster-build ## break running rings side by side: habring (args, watch-file) vs the bootstrap StatefulSet (needs root; ~15 min)
+	$(GO) run ./test/chaos/cmd/chaos $(CHAOSFLAGS)
+
 .PHONY: demo-down
 demo-down: ## stop what make demo started
 	@if [ -f $(DEMO_DIR)/pid ] && kill -TERM $$(cat $(DEMO_DIR)/pid) 2>/dev/null; then \

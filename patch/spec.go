@@ -142,7 +142,9 @@ func ParseSpec(workload map[string]string, pod *corev1.Pod) (Spec, error) {
 		return Spec{}, ErrNoContainers
 	}
 
-	s.Labeler = s.Topology == TopologyLeader
+	// The labeler publishes the election's outcome, and in watch-file mode it is what fills
+	// the peer file: a lone Supervisor restarted in place reads nothing else.
+	s.Labeler = s.Topology == TopologyLeader || s.PeerMode == PeerModeWatchFile
 	if v, ok := get(AnnotationLabeler); ok {
 		switch v {
 		case LabelerEnabled:

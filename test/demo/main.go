@@ -24,7 +24,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/habring/habring/patch"
-	"github.com/habring/habring/test/cluster"
 	"github.com/habring/habring/test/harness"
 	"github.com/habring/habring/test/runner"
 )
@@ -49,46 +48,15 @@ func run(ctx context.Context, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	bridge, err := harness.PodNetwork(ctx, os.Stderr)
-	if err != nil {
-		return fmt.Errorf("the demo runs its pods as processes in network namespaces: %w", err)
-	}
-	defer func() { _ = bridge.Close(context.Background()) }()
-	c, err := cluster.Start(ctx, cluster.Options{Dir: filepath.Join(dir, "cluster"), ControllerQPS: 100,
-		APIServerAddresses: []string{bridge.Gateway.String()}})
+	st, err := harness.StartStack(ctx, dir, 100, os.Stderr)
 	if err != nil {
 		return err
 	}
-	defer c.Stop()
-	client, err := kubernetes.NewForConfig(c.Config)
-	if err != nil {
-		return err
-	}
-	bin := filepath.Join(dir, "habring")
-	fmt.Fprintln(os.Stderr, "demo: building habring")
-	if err := harness.BuildHabring(ctx, bin); err != nil {
-		return err
-	}
-	fmt.Fprintln(os.Stderr, "demo: starting habring webhook")
-	w, err := harness.StartWebhook(ctx, dir, bin, c.Kubeconfig)
-	if err != nil {
-		return err
-	}
-	defer w.Stop()
-	if err := harness.InstallWebhookConfiguration(ctx, client, w); err != nil {
-		return err
-	}
-	fmt.Fprintln(os.Stderr, "demo: building the Supervisor double, starting the node that runs pods")
-	r, err := harness.StartRunner(ctx, c, bridge, dir, bin)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
+	defer st.Stop()
+	c, client := st.Cluster, st.Client
 	fmt.Fprintln(os.Stderr, "demo: applying examples/")
-	for _, f := range []string{"deploy/labeler-rbac.yaml", "deploy/labeler-policy.yaml", "examples/namespace.yaml"} {
-		if err := harness.ApplyFile(ctx, c.Config, f, ""); err != nil {
-			return err
-		}
+	if err := harness.ApplyFile(ctx, c.Config, "examples/namespace.yaml", ""); err != nil {
+		return err
 	}
 	if err := runHere(ctx, client, "shop"); err != nil {
 		return err

@@ -47,11 +47,19 @@ esac
 exec '%s' "$@"
 `
 
+// habScript is `hab` on the PATH of a Supervisor image: `hab sup run ...` (or `hab sup
+// start`) runs the double, as scripts written for the real images expect.
+const habScript = `#!/bin/sh
+if [ "$1" != sup ]; then echo "hab: only 'hab sup run' is here (the Supervisor double)" >&2; exit 64; fi
+shift
+exec '%s' "$@"
+`
+
 // StartRunner builds the Supervisor double into dir and starts a runner for the cluster's
 // node. What runs for an image:
 //   - habitat/<name>: an image of core/<name> from `hab pkg export container`, its
-//     init.sh (initScript) starting the double, the container's own file system holding
-//     the Supervisor's MEMBER_ID;
+//     init.sh (initScript) starting the double, `hab sup run` on its PATH doing the same,
+//     the container's own file system holding the Supervisor's MEMBER_ID;
 //   - the labeler image (LabelerImageRepo): habring;
 //   - busybox: this machine's /bin/sh.
 //
@@ -67,6 +75,13 @@ func StartRunner(ctx context.Context, c *cluster.Cluster, bridge *podnet.Bridge,
 	if err := os.WriteFile(initSh, fmt.Appendf(nil, initScript, double), 0o755); err != nil {
 		return nil, err
 	}
+	habBin := filepath.Join(dir, "hab-bin")
+	if err := os.MkdirAll(habBin, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(habBin, "hab"), fmt.Appendf(nil, habScript, double), 0o755); err != nil {
+		return nil, err
+	}
 	logFile, err := os.Create(filepath.Join(dir, "runner.log"))
 	if err != nil {
 		return nil, err
@@ -75,7 +90,8 @@ func StartRunner(ctx context.Context, c *cluster.Cluster, bridge *podnet.Bridge,
 		repo := runner.Repository(ref)
 		if name, ok := strings.CutPrefix(repo, "habitat/"); ok && name != "" && !strings.Contains(name, "/") {
 			return runner.Image{Entrypoint: []string{initSh}, Cmd: []string{"run", "core/" + name},
-				Env: []string{"HABRING_IMAGE_PKG=core/" + name}, FreshDirs: []string{supervisor.EnvSupRoot}}, true
+				Env:       []string{"PATH=" + habBin + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HABRING_IMAGE_PKG=core/" + name},
+				FreshDirs: []string{supervisor.EnvSupRoot}}, true
 		}
 		switch repo {
 		case LabelerImageRepo:
