@@ -135,6 +135,7 @@ func TestRBACIsExactlyWhatIsUsed(t *testing.T) {
 		"apps/statefulsets: get,list,watch",
 		"apps/deployments: get,list,watch",
 		"discovery.k8s.io/endpointslices: list,watch",
+		"/pods: list,watch",
 	}, rules("habring-webhook"))
 	require.ElementsMatch(t, []string{
 		"/pods: get,patch",

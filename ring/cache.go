@@ -25,10 +25,14 @@ import (
 
 const ringIndex = "habring-ring" // namespace/ring
 
-var deploymentsGVR = appsv1.SchemeGroupVersion.WithResource("deployments")
+var (
+	deploymentsGVR = appsv1.SchemeGroupVersion.WithResource("deployments")
+	podsGVR        = corev1.SchemeGroupVersion.WithResource("pods")
+)
 
 // Cache answers patch.Source from informer caches: StatefulSets (typed), Deployments
-// (metadata only) and the EndpointSlices labelled habitat.sh/ring. The caches keep only
+// (metadata only), the EndpointSlices labelled habitat.sh/ring, and the ring pods' names
+// and deletion timestamps (metadata only, pods labelled habitat.sh/ring). The caches keep only
 // what admission reads, so memory grows with the ring workloads rather than the cluster.
 // A workload missing from the cache (created a moment before its first pod) is fetched
 // from the API server; it is never silently skipped.
@@ -40,6 +44,7 @@ type Cache struct {
 	statefulSetRing cache.Indexer
 	deployments     cache.GenericLister
 	slices          cache.Indexer
+	pods            cache.GenericLister
 	synced          []cache.InformerSynced
 	start           []func(<-chan struct{})
 
@@ -81,8 +86,22 @@ func NewCache(client kubernetes.Interface, meta metadata.Interface) (*Cache, err
 	}
 	c.deployments = dep.Lister()
 
-	c.synced = []cache.InformerSynced{sts.Informer().HasSynced, es.HasSynced, dep.Informer().HasSynced}
-	c.start = []func(<-chan struct{}){all.Start, ringOnly.Start, md.Start}
+	// A pod being deleted is still a ready endpoint until the EndpointSlice controller
+	// catches up; its replacement, admitted in that moment, would be given only the
+	// dying (ring chaos: every ring pod deleted at once left a Deployment pod peering with
+	// a terminating one, alone in a ring of its own). The deletion timestamp reaches this
+	// cache straight from the API server.
+	ringPods := metadatainformer.NewFilteredSharedInformerFactory(meta, resyncNever, metav1.NamespaceAll, func(o *metav1.ListOptions) {
+		o.LabelSelector = patch.LabelRing
+	})
+	pods := ringPods.ForResource(podsGVR)
+	if err := pods.Informer().SetTransform(trimPod); err != nil {
+		return nil, fmt.Errorf("pod transform: %w", err)
+	}
+	c.pods = pods.Lister()
+
+	c.synced = []cache.InformerSynced{sts.Informer().HasSynced, es.HasSynced, dep.Informer().HasSynced, pods.Informer().HasSynced}
+	c.start = []func(<-chan struct{}){all.Start, ringOnly.Start, md.Start, ringPods.Start}
 	return c, nil
 }
 
@@ -161,7 +180,28 @@ func (c *Cache) Ring(_ context.Context, ns, ring string) (patch.Ring, error) {
 	for _, o := range objs {
 		sets = append(sets, o.(*appsv1.StatefulSet))
 	}
-	return patch.Ring{Members: patch.Members(slices), StatefulSets: patch.BootstrapSets(sets)}, nil
+	members := patch.Members(slices)
+	live := members[:0]
+	for _, m := range members {
+		if !c.terminating(ns, m.PodName) {
+			live = append(live, m)
+		}
+	}
+	return patch.Ring{Members: live, StatefulSets: patch.BootstrapSets(sets)}, nil
+}
+
+// terminating: the ring pod has a deletion timestamp (a pod the cache does not know, or
+// an endpoint without a pod name, is taken as the EndpointSlice says).
+func (c *Cache) terminating(ns, pod string) bool {
+	if pod == "" {
+		return false
+	}
+	obj, err := c.pods.ByNamespace(ns).Get(pod)
+	if err != nil {
+		return false
+	}
+	m, err := meta.Accessor(obj)
+	return err == nil && m.GetDeletionTimestamp() != nil
 }
 
 func (c *Cache) lookup(kind, source string) {
@@ -230,6 +270,15 @@ func trimMetadata(obj any) (any, error) {
 	if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
 		m.ManagedFields = nil
 		m.Annotations = habitatOnly(m.Annotations)
+	}
+	return obj, nil
+}
+
+// trimPod keeps a ring pod's name, namespace and deletion timestamp.
+func trimPod(obj any) (any, error) {
+	if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+		m.ObjectMeta = metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+			DeletionTimestamp: m.DeletionTimestamp}
 	}
 	return obj, nil
 }

@@ -32,14 +32,26 @@ func TestCache(t *testing.T) {
 		ObjectMeta:  metav1.ObjectMeta{Name: "redis-x", Namespace: "shop", Labels: map[string]string{patch.LabelRing: "main"}, Annotations: map[string]string{"a": "b"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.10"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
-			TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-0"}}},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-0"}},
+			// Still ready in the slice, but its pod is being deleted.
+			{Addresses: []string{"10.0.0.11"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+				TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-1"}}},
+	}
+	podMeta := func(name string, deleting bool) *metav1.PartialObjectMetadata {
+		m := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Labels: map[string]string{patch.LabelRing: "main"},
+				Annotations: map[string]string{"big": "x"}}}
+		if deleting {
+			m.DeletionTimestamp = ptr.To(metav1.Now())
+		}
+		return m
 	}
 	notRing := slice.DeepCopy()
 	notRing.Name, notRing.Labels = "web-x", nil
 	client := fake.NewClientset(sts, other, slice, notRing)
 	scheme := metadatafake.NewTestScheme()
 	require.NoError(t, metav1.AddMetaToScheme(scheme))
-	c, err := NewCache(client, metadatafake.NewSimpleMetadataClient(scheme))
+	c, err := NewCache(client, metadatafake.NewSimpleMetadataClient(scheme, podMeta("redis-0", false), podMeta("redis-1", true)))
 	require.NoError(t, err)
 	var lookups []string
 	c.OnLookup = func(kind, source string) { lookups = append(lookups, kind+"/"+source) }
@@ -49,7 +61,7 @@ func TestCache(t *testing.T) {
 	require.True(t, c.WaitForSync(ctx))
 	require.True(t, c.Synced())
 
-	t.Run("the ring's members and StatefulSets, from the caches", func(t *testing.T) {
+	t.Run("the ring's members and StatefulSets, from the caches; a terminating pod is no member", func(t *testing.T) {
 		r, err := c.Ring(t.Context(), "shop", "main")
 		require.NoError(t, err)
 		require.Equal(t, patch.Ring{

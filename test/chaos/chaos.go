@@ -613,3 +613,13 @@ func Tally(results []Result) (a, b int) {
 	}
 	return a, b
 }
+
+// Named returns the scenario with this name.
+func Named(name string) (Scenario, bool) {
+	for _, s := range Scenarios {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Scenario{}, false
+}
