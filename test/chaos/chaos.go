@@ -53,7 +53,7 @@ type Setup struct {
 	PeerMode string // habring's habitat.sh/peer-mode
 }
 
-// Setups: both habring modes and the baseline.
+// Setups are both habring modes and the baseline.
 var Setups = []Setup{
 	{Name: "habring args", Habring: true, PeerMode: patch.PeerModeArgs},
 	{Name: "habring watch-file", Habring: true, PeerMode: patch.PeerModeWatchFile},
@@ -119,7 +119,7 @@ type Result struct {
 	Err error
 }
 
-// OK: the ring ended as one ring with one leader.
+// OK reports whether the ring ended as one ring with one leader.
 func (r Result) OK() bool { return r.Err == nil && r.Final.OK() }
 
 // Run runs every scenario against every setup: the setups side by side, the scenarios one
@@ -457,7 +457,7 @@ type State struct {
 	Confirmed  int // dead members that have not departed, in the view holding most
 }
 
-// OK is one ring, seen alike by every member, with one leader, and every pod there.
+// OK reports one ring, seen alike by every member, with one leader, and every pod there.
 func (s State) OK() bool { return s.Pods == s.Want && s.Rings == 1 && s.Agree && s.Leaders == 1 }
 
 func (s State) String() string {
