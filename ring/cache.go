@@ -180,28 +180,40 @@ func (c *Cache) Ring(_ context.Context, ns, ring string) (patch.Ring, error) {
 	for _, o := range objs {
 		sets = append(sets, o.(*appsv1.StatefulSet))
 	}
+	dying := map[string]bool{}
+	for _, sl := range slices {
+		for _, ep := range sl.Endpoints {
+			if ep.TargetRef != nil && len(ep.Addresses) > 0 && c.terminating(ns, ep.TargetRef) {
+				dying[ep.Addresses[0]] = true
+			}
+		}
+	}
 	members := patch.Members(slices)
 	live := members[:0]
 	for _, m := range members {
-		if !c.terminating(ns, m.PodName) {
+		if !dying[m.IP] {
 			live = append(live, m)
 		}
 	}
 	return patch.Ring{Members: live, StatefulSets: patch.BootstrapSets(sets)}, nil
 }
 
-// terminating: the ring pod has a deletion timestamp (a pod the cache does not know, or
-// an endpoint without a pod name, is taken as the EndpointSlice says).
-func (c *Cache) terminating(ns, pod string) bool {
-	if pod == "" {
+// terminating: the endpoint's pod has a deletion timestamp. The pod is matched by UID too:
+// a StatefulSet pod re-created under the same name is another pod. A pod the cache does
+// not know is taken as the EndpointSlice says.
+func (c *Cache) terminating(ns string, ref *corev1.ObjectReference) bool {
+	if ref.Kind != "Pod" || ref.Name == "" {
 		return false
 	}
-	obj, err := c.pods.ByNamespace(ns).Get(pod)
+	obj, err := c.pods.ByNamespace(ns).Get(ref.Name)
 	if err != nil {
 		return false
 	}
 	m, err := meta.Accessor(obj)
-	return err == nil && m.GetDeletionTimestamp() != nil
+	if err != nil || (ref.UID != "" && m.GetUID() != ref.UID) {
+		return false
+	}
+	return m.GetDeletionTimestamp() != nil
 }
 
 func (c *Cache) lookup(kind, source string) {

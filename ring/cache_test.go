@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	metadatafake "k8s.io/client-go/metadata/fake"
 	"k8s.io/utils/ptr"
@@ -32,14 +33,18 @@ func TestCache(t *testing.T) {
 		ObjectMeta:  metav1.ObjectMeta{Name: "redis-x", Namespace: "shop", Labels: map[string]string{patch.LabelRing: "main"}, Annotations: map[string]string{"a": "b"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.10"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
-			TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-0"}},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-0", UID: "uid-0"}},
 			// Still ready in the slice, but its pod is being deleted.
 			{Addresses: []string{"10.0.0.11"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
-				TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-1"}}},
+				TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-1", UID: "uid-1"}},
+			// Re-created under the name of a pod being deleted (the cache still holds the
+			// old one): another pod, a member.
+			{Addresses: []string{"10.0.0.12"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+				TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-2", UID: "uid-2-new"}}},
 	}
-	podMeta := func(name string, deleting bool) *metav1.PartialObjectMetadata {
+	podMeta := func(name, uid string, deleting bool) *metav1.PartialObjectMetadata {
 		m := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Labels: map[string]string{patch.LabelRing: "main"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", UID: types.UID(uid), Labels: map[string]string{patch.LabelRing: "main"},
 				Annotations: map[string]string{"big": "x"}}}
 		if deleting {
 			m.DeletionTimestamp = ptr.To(metav1.Now())
@@ -51,7 +56,8 @@ func TestCache(t *testing.T) {
 	client := fake.NewClientset(sts, other, slice, notRing)
 	scheme := metadatafake.NewTestScheme()
 	require.NoError(t, metav1.AddMetaToScheme(scheme))
-	c, err := NewCache(client, metadatafake.NewSimpleMetadataClient(scheme, podMeta("redis-0", false), podMeta("redis-1", true)))
+	c, err := NewCache(client, metadatafake.NewSimpleMetadataClient(scheme,
+		podMeta("redis-0", "uid-0", false), podMeta("redis-1", "uid-1", true), podMeta("redis-2", "uid-2-old", true)))
 	require.NoError(t, err)
 	var lookups []string
 	c.OnLookup = func(kind, source string) { lookups = append(lookups, kind+"/"+source) }
@@ -65,7 +71,7 @@ func TestCache(t *testing.T) {
 		r, err := c.Ring(t.Context(), "shop", "main")
 		require.NoError(t, err)
 		require.Equal(t, patch.Ring{
-			Members:      []patch.Member{{IP: "10.0.0.10", PodName: "redis-0"}},
+			Members:      []patch.Member{{IP: "10.0.0.10", PodName: "redis-0"}, {IP: "10.0.0.12", PodName: "redis-2"}},
 			StatefulSets: []patch.BootstrapSet{{Name: "redis", ServiceName: "redis", Replicas: 3}},
 		}, r)
 		r, err = c.Ring(t.Context(), "elsewhere", "main")
