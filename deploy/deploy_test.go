@@ -138,7 +138,8 @@ func TestRBACIsExactlyWhatIsUsed(t *testing.T) {
 		"/pods: list,watch",
 	}, rules("habring-webhook"))
 	require.ElementsMatch(t, []string{
-		"/pods: get,patch",
+		"/pods: get,list,patch",
+		"coordination.k8s.io/leases: get,create,update",
 		"discovery.k8s.io/endpointslices: list,watch",
 	}, rules("habring-labeler"))
 	b := find[*rbacv1.ClusterRoleBinding](t, objs, "habring-webhook")

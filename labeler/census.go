@@ -39,6 +39,10 @@ type CensusMember struct {
 	// Alive is the member's health as this Supervisor sees it (false when suspect,
 	// confirmed or departed).
 	Alive bool `json:"alive"`
+	// Sys.IP is the member's address (--sys-ip-address): which pod it is.
+	Sys struct {
+		IP string `json:"ip"`
+	} `json:"sys"`
 }
 
 // Decide returns the role of the local member in group (or, when group is empty, in the

@@ -21,6 +21,10 @@ type Config struct {
 	// StaleAfter is how long the last label is kept while the gateway fails (default 30s);
 	// after that the label becomes "none", so a dead leader never stays "leader".
 	StaleAfter time.Duration
+	// LeaseDuration is how long the leader Lease of the ring's service group lasts without
+	// renewal (default 15s): the longest the label can take to move after a leader's
+	// labeler dies, and never two pods labelled leader meanwhile.
+	LeaseDuration time.Duration
 	// ServiceGroup is the census group to publish (e.g. redis.default); empty means the
 	// one group the local member belongs to.
 	ServiceGroup string
@@ -41,11 +45,12 @@ type Config struct {
 // Defaults returns a Config with every documented default set.
 func Defaults() Config {
 	return Config{
-		Gateway:      fmt.Sprintf("http://127.0.0.1:%d", patch.GatewayPort),
-		Interval:     5 * time.Second,
-		StaleAfter:   30 * time.Second,
-		MaxPeers:     patch.DefaultMaxPeers,
-		HealthListen: fmt.Sprintf(":%d", patch.LabelerHealthPort),
+		Gateway:       fmt.Sprintf("http://127.0.0.1:%d", patch.GatewayPort),
+		Interval:      5 * time.Second,
+		StaleAfter:    30 * time.Second,
+		LeaseDuration: 15 * time.Second,
+		MaxPeers:      patch.DefaultMaxPeers,
+		HealthListen:  fmt.Sprintf(":%d", patch.LabelerHealthPort),
 	}
 }
 
@@ -60,6 +65,9 @@ func (c Config) Validate() error {
 	}
 	if c.StaleAfter < c.Interval {
 		errs = append(errs, fmt.Errorf("--stale-after %s: want at least --interval (%s)", c.StaleAfter, c.Interval))
+	}
+	if c.LeaseDuration < time.Second {
+		errs = append(errs, fmt.Errorf("--lease-duration %s: want at least 1s", c.LeaseDuration))
 	}
 	if c.PodName == "" || c.Namespace == "" {
 		errs = append(errs, errors.New("--pod-name and --namespace are required (the webhook sets HABRING_POD_NAME and HABRING_POD_NAMESPACE from the downward API)"))

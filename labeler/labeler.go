@@ -42,6 +42,7 @@ type Labeler struct {
 	clock   clock.Clock
 	log     *slog.Logger
 	metrics *metrics
+	fence   *fence
 
 	censusOK   atomic.Bool // last census read succeeded (/healthz)
 	peersReady atomic.Bool // the watch file was written at least once (/readyz)
@@ -50,10 +51,12 @@ type Labeler struct {
 // New builds a Labeler; Run starts it. clk paces the census loop and the stale deadline
 // (clock.RealClock{} outside tests).
 func New(cfg Config, client kubernetes.Interface, clk clock.Clock, log *slog.Logger) *Labeler {
-	return &Labeler{
+	l := &Labeler{
 		cfg: cfg, client: client, clock: clk, log: log, metrics: newMetrics(),
 		gateway: &Gateway{URL: cfg.Gateway, Token: cfg.GatewayToken, Client: &http.Client{Timeout: 2 * time.Second}},
 	}
+	l.fence = newFence(l)
+	return l
 }
 
 // maxHealthConnections caps the health server's open connections: probes and a scraper

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -236,9 +237,13 @@ func TestRoleFollowsCensus(t *testing.T) {
 	step()
 	require.Equal(t, []string{label("follower"), label("none")}, written())
 	sup.set(t, "census_leader.json")
-	step()
+	step() // the Lease (fence.go) is won, then the label written
+	require.Eventually(t, func() bool { return len(written()) == 3 }, 5*time.Second, time.Millisecond)
 	require.Equal(t, []string{label("follower"), label("none"), label("leader")}, written())
 	require.True(t, l.censusOK.Load())
+	lease, err := client.CoordinationV1().Leases("shop").Get(t.Context(), LeaseName("", "redis.default"), metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "redis-1", *lease.Spec.HolderIdentity)
 
 	// Gateway down: the label stays "leader" until --stale-after, then becomes "none".
 	sup.set(t, "")
@@ -254,6 +259,9 @@ func TestRoleFollowsCensus(t *testing.T) {
 	got, err := client.CoreV1().Pods("shop").Get(t.Context(), "redis-1", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, map[string]string{"app": "redis", patch.LabelRole: "none"}, got.Labels)
+	lease, err = client.CoordinationV1().Leases("shop").Get(t.Context(), LeaseName("", "redis.default"), metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Empty(t, ptr.Deref(lease.Spec.HolderIdentity, ""), "the Lease is given up once the label is off")
 	untouched, err := client.CoreV1().Pods("shop").Get(t.Context(), "redis-0", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Empty(t, untouched.Labels)
@@ -265,7 +273,12 @@ func TestKeepsExistingLabelWithoutWriting(t *testing.T) {
 	sup.set(t, "census_leader.json")
 	srv := httptest.NewServer(sup)
 	t.Cleanup(srv.Close)
-	client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-0", Namespace: "shop", Labels: map[string]string{patch.LabelRole: "leader"}}})
+	// A restarted leader's labeler: its pod is labelled and it still holds its Lease. It
+	// renews the Lease at once and the label never blinks.
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: LeaseName("", "redis.default"), Namespace: "shop"},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("redis-0"), LeaseDurationSeconds: ptr.To[int32](15),
+			AcquireTime: &metav1.MicroTime{Time: time.Now()}, RenewTime: &metav1.MicroTime{Time: time.Now()}}}
+	client := fake.NewClientset(lease, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-0", Namespace: "shop", Labels: map[string]string{patch.LabelRole: "leader"}}})
 	var patches atomic.Int32
 	client.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) { patches.Add(1); return false, nil, nil })
 	cfg := Defaults()
@@ -278,11 +291,15 @@ func TestKeepsExistingLabelWithoutWriting(t *testing.T) {
 	for range 3 {
 		tick(t, clk, sup, 2*cfg.Interval)
 	}
-	require.Equal(t, 4, sup.readCount())
+	require.GreaterOrEqual(t, sup.readCount(), 4) // and one more when the Lease is renewed
 	require.True(t, l.censusOK.Load())
+	require.Zero(t, patches.Load(), "a restart of the labeler rewrote an unchanged label")
 	cancel()
 	require.NoError(t, <-done)
-	require.Zero(t, patches.Load(), "a restart of the labeler rewrote an unchanged label")
+	require.EqualValues(t, 1, patches.Load(), "stopping, the leader's labeler takes its label off (then gives up the Lease)")
+	got, err := client.CoreV1().Pods("shop").Get(t.Context(), "redis-0", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, patch.RoleNone, got.Labels[patch.LabelRole])
 }
 
 func TestPeerFile(t *testing.T) {
@@ -353,4 +370,45 @@ func TestConfigValidate(t *testing.T) {
 		"--peer-watch-file needs --ring",
 		"--max-peers 0: want at least 1",
 	}, "\n"))
+}
+
+// Fencing: the census says this pod leads, and it wins the Lease, but another pod of the
+// group (its address is in the census) still carries the leader label, as when that pod's
+// labeler was killed: this one waits, labelled none, until the other pod is gone. A pod of
+// another group labelled leader (its address unknown to the census) does not hold it up.
+func TestLeaderWaitsWhileAnotherPodIsLabelledLeader(t *testing.T) {
+	t.Parallel()
+	sup := &supervisor{}
+	sup.set(t, "census_leader.json")
+	srv := httptest.NewServer(sup)
+	t.Cleanup(srv.Close)
+	ringPod := func(name, ip, role string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop",
+			Labels: map[string]string{patch.LabelRing: "main", patch.LabelRole: role}}, Status: corev1.PodStatus{PodIP: ip}}
+	}
+	client := fake.NewClientset(ringPod("redis-1", "10.244.1.11", ""), ringPod("redis-0", "10.244.3.13", patch.RoleLeader),
+		ringPod("web-0", "10.244.9.9", patch.RoleLeader))
+	cfg := Defaults()
+	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.Ring, cfg.HealthListen = srv.URL, "redis-1", "shop", "main", "127.0.0.1:0"
+	clk := testingclock.NewFakeClock(time.Now())
+	l := New(cfg, client, clk, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- l.Run(ctx) }()
+	role := func(name string) string {
+		p, err := client.CoreV1().Pods("shop").Get(t.Context(), name, metav1.GetOptions{})
+		require.NoError(t, err)
+		return p.Labels[patch.LabelRole]
+	}
+	require.Eventually(t, func() bool { return role("redis-1") == patch.RoleNone }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return l.fence.held("redis.default") }, 5*time.Second, time.Millisecond, "the Lease is won")
+	for range 3 {
+		tick(t, clk, sup, 2*cfg.Interval)
+		require.Equal(t, patch.RoleNone, role("redis-1"), "labelled leader while redis-0 still carries the label")
+	}
+	require.NoError(t, client.CoreV1().Pods("shop").Delete(t.Context(), "redis-0", metav1.DeleteOptions{}))
+	tick(t, clk, sup, 2*cfg.Interval)
+	require.Equal(t, patch.RoleLeader, role("redis-1"), "redis-0 is gone: the leader is labelled")
+	cancel()
+	require.NoError(t, <-done)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,14 +14,30 @@ import (
 	"github.com/habring/habring/patch"
 )
 
-// keepRole is the census loop: read, decide, write the label when it changes.
+// keepRole is the census loop: read, decide, write the label when it changes. The leader
+// label is fenced (fence.go): it is written only while this labeler holds the group's
+// Lease and no other pod of the group carries it, and taken off before the Lease goes.
 func (l *Labeler) keepRole(ctx context.Context) {
 	current := l.currentLabel(ctx) // "" when unknown: the first decision is written
-	lastOK := l.clock.Now()        // a Supervisor that never answers is stale after StaleAfter too
-	failing := false               // in a streak of failed reads: warn once, not every read
+	defer func() {
+		// Stopping (SIGTERM): the label comes off before the Lease goes, so the next
+		// leader need not wait for this pod to be gone.
+		if current == patch.RoleLeader {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			if err := l.setRole(sctx, patch.RoleNone); err != nil {
+				l.log.Warn("could not take the leader label off while stopping; the next leader waits until this pod is gone", "err", err)
+			}
+			cancel()
+		}
+		l.fence.release()
+	}()
+	lastOK := l.clock.Now() // a Supervisor that never answers is stale after StaleAfter too
+	failing := false        // in a streak of failed reads: warn once, not every read
 	backoff := l.backoff()
+	group := ""     // the service group last decided
+	blockedBy := "" // the other pod labelled leader this one waits for (logged once)
 	for {
-		role, group, err := l.read(ctx)
+		c, role, g, err := l.read(ctx)
 		want := role
 		if err != nil {
 			l.censusOK.Store(false)
@@ -37,12 +54,16 @@ func (l *Labeler) keepRole(ctx context.Context) {
 			}
 		} else {
 			if failing {
-				l.log.Info("census read recovered", "group", group)
+				l.log.Info("census read recovered", "group", g)
 				failing = false
 			}
 			l.censusOK.Store(true)
 			lastOK = l.clock.Now()
 			backoff = l.backoff()
+			group = g
+		}
+		if want == patch.RoleLeader {
+			want = l.fenced(ctx, c, group, &blockedBy)
 		}
 		if want != "" && want != current {
 			if err := l.setRole(ctx, want); err != nil {
@@ -52,6 +73,9 @@ func (l *Labeler) keepRole(ctx context.Context) {
 				current = want
 			}
 		}
+		if current != patch.RoleLeader && role != patch.RoleLeader {
+			l.fence.release() // the label is off: the Lease may go
+		}
 		next := wait.Jitter(l.cfg.Interval, 0.2)
 		if err != nil {
 			next = backoff.Step()
@@ -60,12 +84,45 @@ func (l *Labeler) keepRole(ctx context.Context) {
 				next = untilStale
 			}
 		}
+		timer := l.clock.NewTimer(next) // stopped when woken early: no timer is left behind
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return
-		case <-l.clock.After(next):
+		case <-l.fence.wake:
+		case <-timer.C():
 		}
+		timer.Stop()
 	}
+}
+
+// fenced is the role to write when the census says leader: leader while the Lease is held
+// and no other pod of the group carries the label, none while waiting for either.
+func (l *Labeler) fenced(ctx context.Context, c *Census, group string, blockedBy *string) string {
+	if group == "" { // a leader label from before this labeler started, and no census yet
+		return patch.RoleNone
+	}
+	l.fence.contend(ctx, group)
+	if !l.fence.held(group) {
+		return patch.RoleNone
+	}
+	if c == nil { // the census failed: a kept leader label stays only while the Lease is held
+		return patch.RoleLeader
+	}
+	others, err := l.otherLeaders(ctx, c, group)
+	if err != nil {
+		l.log.Warn("cannot tell whether another pod is labelled leader; waiting", "err", err)
+		return patch.RoleNone
+	}
+	if len(others) > 0 {
+		if *blockedBy != others[0] {
+			l.log.Warn("holding the Lease, but another pod is still labelled leader; waiting until it is gone or its labeler takes the label off", "pod", others[0])
+			*blockedBy = others[0]
+		}
+		return patch.RoleNone
+	}
+	*blockedBy = ""
+	return patch.RoleLeader
 }
 
 // backoff retries a failing gateway from Interval up to four times that, so a Supervisor
@@ -74,12 +131,16 @@ func (l *Labeler) backoff() wait.Backoff {
 	return wait.Backoff{Duration: l.cfg.Interval, Factor: 1.5, Jitter: 0.2, Steps: 1 << 30, Cap: min(4*l.cfg.Interval, l.cfg.StaleAfter)}
 }
 
-func (l *Labeler) read(ctx context.Context) (role, group string, err error) {
-	c, err := l.gateway.Census(ctx)
+func (l *Labeler) read(ctx context.Context) (c *Census, role, group string, err error) {
+	c, err = l.gateway.Census(ctx)
 	if err != nil {
-		return "", "", err
+		return nil, "", "", err
 	}
-	return Decide(c, l.cfg.ServiceGroup)
+	role, group, err = Decide(c, l.cfg.ServiceGroup)
+	if err != nil {
+		return nil, "", "", err
+	}
+	return c, role, group, nil
 }
 
 func (l *Labeler) currentLabel(ctx context.Context) string {

@@ -161,6 +161,7 @@ func labelerFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logge
 	fs.StringVar(&cfg.Gateway, "gateway", cfg.Gateway, "the Supervisor's HTTP gateway; HAB_SUP_GATEWAY_AUTH_TOKEN is sent as a Bearer token when set")
 	fs.DurationVar(&cfg.Interval, "interval", cfg.Interval, "time between /census reads (jittered; backs off while the gateway fails)")
 	fs.DurationVar(&cfg.StaleAfter, "stale-after", cfg.StaleAfter, "how long the last label is kept while /census fails before it becomes none")
+	fs.DurationVar(&cfg.LeaseDuration, "lease-duration", cfg.LeaseDuration, "the leader Lease of the ring's service group (habring-<ring>-<group>): the label leader is only written while it is held")
 	fs.StringVar(&cfg.ServiceGroup, "service-group", "", "census group to publish, e.g. redis.default; empty: the one group the local member is in")
 	fs.StringVar(&cfg.PodName, "pod-name", os.Getenv("HABRING_POD_NAME"), "this pod's name (default $HABRING_POD_NAME)")
 	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("HABRING_POD_NAMESPACE"), "this pod's namespace (default $HABRING_POD_NAMESPACE)")

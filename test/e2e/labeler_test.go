@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,11 +17,13 @@ import (
 
 	"github.com/stretchr/testify/require"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -35,6 +38,7 @@ import (
 type census struct {
 	mu   sync.Mutex
 	body []byte
+	cmd  *exec.Cmd // the labeler reading it (runLabeler)
 }
 
 func (c *census) set(t *testing.T, file string) {
@@ -43,6 +47,33 @@ func (c *census) set(t *testing.T, file string) {
 	c.mu.Lock()
 	c.body = b
 	c.mu.Unlock()
+}
+
+// setIPs makes the census name real pods: the local member's address becomes self, the
+// other members' the others, in member-id order.
+func (c *census) setIPs(t *testing.T, self string, others ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal(c.body, &doc))
+	local := doc["local_member_id"].(string)
+	for _, g := range doc["census_groups"].(map[string]any) {
+		pop := g.(map[string]any)["population"].(map[string]any)
+		i := 0
+		for _, id := range slices.Sorted(maps.Keys(pop)) {
+			sys := pop[id].(map[string]any)["sys"].(map[string]any)
+			switch {
+			case id == local:
+				sys["ip"] = self
+			case i < len(others):
+				sys["ip"] = others[i]
+				i++
+			}
+		}
+	}
+	b, err := json.Marshal(doc)
+	require.NoError(t, err)
+	c.body = b
 }
 
 func (c *census) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
@@ -80,6 +111,32 @@ func kubeconfigFor(t *testing.T, e *environment, token string) string {
 	return path
 }
 
+// runLabeler runs `habring labeler` for pod with a token bound to it, reading a census
+// gateway that serves file (switch it with set), and stops it (SIGTERM) when the test ends.
+// Its process is returned through the census for tests that kill it.
+func runLabeler(t *testing.T, e *environment, ns string, p *corev1.Pod, file string) *census {
+	t.Helper()
+	c := &census{}
+	c.set(t, file)
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	cmd := exec.Command(e.binary, "labeler", "--kubeconfig="+kubeconfigFor(t, e, podToken(t, e, p)),
+		"--gateway="+srv.URL, "--pod-name="+p.Name, "--namespace="+ns, "--ring=main", "--interval=200ms", "--stale-after=2s",
+		"--lease-duration=3s", "--health-listen=127.0.0.1:0", "--log-format=text")
+	log, err := os.Create(filepath.Join(e.dir, ns+"-"+p.Name+"-labeler.log"))
+	require.NoError(t, err)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	require.NoError(t, cmd.Start())
+	c.cmd = cmd
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		_ = log.Close()
+	})
+	return c
+}
+
 // Labelers, one per ring pod with a token bound to that pod, read Supervisors whose
 // census names one leader: redis-master's EndpointSlice holds exactly the leader; when
 // the leadership moves, it follows. The ValidatingAdmissionPolicy from deploy/ lets a
@@ -105,24 +162,7 @@ func TestLabelersMoveTheLeaderService(t *testing.T) {
 
 	gateways := map[string]*census{}
 	for i, p := range pods {
-		c := &census{}
-		c.set(t, map[bool]string{true: "census_leader.json", false: "census_follower.json"}[i == 0])
-		srv := httptest.NewServer(c)
-		t.Cleanup(srv.Close)
-		gateways[p.Name] = c
-		cmd := exec.Command(e.binary, "labeler", "--kubeconfig="+kubeconfigFor(t, e, podToken(t, e, &p)),
-			"--gateway="+srv.URL, "--pod-name="+p.Name, "--namespace="+ns, "--interval=200ms", "--stale-after=2s",
-			"--health-listen=127.0.0.1:0", "--log-format=text")
-		log, err := os.Create(filepath.Join(e.dir, ns+"-"+p.Name+"-labeler.log"))
-		require.NoError(t, err)
-		cmd.Stdout, cmd.Stderr = log, log
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			_ = cmd.Wait()
-			log.Close()
-		})
+		gateways[p.Name] = runLabeler(t, e, ns, &p, map[bool]string{true: "census_leader.json", false: "census_follower.json"}[i == 0])
 	}
 
 	leaderIPs := func() []string {
@@ -196,4 +236,114 @@ func TestLabelersMoveTheLeaderService(t *testing.T) {
 		require.True(t, apierrors.IsForbidden(err) || apierrors.IsInvalid(err), "%s: want denied, got %v", name, err)
 		t.Logf("denied %s: %v", name, err)
 	}
+}
+
+// Fencing, against the real API server with pod-bound tokens and deploy/'s RBAC and
+// policies: two Supervisors both claim the group (both censuses name their own member
+// leader). At no instant do two pods carry the leader label (a watch sees every change).
+// The labelled leader's labeler is killed (SIGKILL, its label left behind) and its pod
+// deleted: the other pod is labelled once the dead one's Lease runs out and its pod is
+// gone, and never before.
+func TestLabelersFenceTheLeader(t *testing.T) {
+	e := requireEnv(t)
+	t.Parallel()
+	ns := namespace(t, e, true)
+	applyFile(t, e, "deploy/labeler-rbac.yaml", "")
+	applyFile(t, e, "deploy/labeler-policy.yaml", "")
+	applyFile(t, e, "examples/labeler-rolebinding.yaml", ns)
+	ringService(t, e, ns, "redis", "main")
+	sts := statefulSet(ns, "redis", 2, map[string]string{patch.AnnotationRing: "main", patch.AnnotationTopology: "leader"})
+	sts.Spec.Template.Spec.ServiceAccountName = "habitat"
+	_, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), sts, metav1.CreateOptions{})
+	require.NoError(t, err)
+	pods := readyPods(t, e, ns, "redis", 2, 2*time.Minute)
+
+	// Every change of a ring pod's labels, in order: how many pods are labelled leader.
+	w, err := e.client.CoreV1().Pods(ns).Watch(t.Context(), metav1.ListOptions{LabelSelector: "app=redis", ResourceVersion: pods[1].ResourceVersion})
+	require.NoError(t, err)
+	defer w.Stop()
+	var mu sync.Mutex
+	leaders, most := map[string]bool{}, 0
+	go func() {
+		for ev := range w.ResultChan() {
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			mu.Lock()
+			leaders[p.Name] = ev.Type != watch.Deleted && p.Labels[patch.LabelRole] == patch.RoleLeader
+			n := 0
+			for _, l := range leaders {
+				if l {
+					n++
+				}
+			}
+			most = max(most, n)
+			mu.Unlock()
+		}
+	}()
+	labelled := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []string
+		for name, l := range leaders {
+			if l {
+				out = append(out, name)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+
+	labelers := map[string]*census{}
+	for i, p := range pods {
+		labelers[p.Name] = runLabeler(t, e, ns, &p, "census_leader.json") // both claim
+		labelers[p.Name].setIPs(t, p.Status.PodIP, pods[1-i].Status.PodIP)
+	}
+	require.Eventually(t, func() bool { return len(labelled()) == 1 }, time.Minute, 50*time.Millisecond, "one pod labelled leader")
+	time.Sleep(3 * time.Second) // both keep claiming, renewing, re-reading
+	require.Len(t, labelled(), 1, "both claimed: %v", labelled())
+	first := labelled()[0]
+	lease, err := e.client.CoordinationV1().Leases(ns).Get(t.Context(), "habring-main-redis.default", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, first, *lease.Spec.HolderIdentity, "the labelled pod holds the Lease")
+
+	require.NoError(t, labelers[first].cmd.Process.Kill(), "SIGKILL the leader's labeler: its label stays")
+	start := time.Now()
+	time.Sleep(4 * time.Second) // past the dead labeler's Lease (3s): still its label alone
+	require.Equal(t, []string{first}, labelled(), "the other pod took the label while %s still carried it", first)
+	require.NoError(t, e.client.CoreV1().Pods(ns).Delete(t.Context(), first, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}))
+	other := pods[0].Name
+	if other == first {
+		other = pods[1].Name
+	}
+	require.Eventually(t, func() bool { return slices.Equal(labelled(), []string{other}) }, 30*time.Second, 50*time.Millisecond,
+		"%s never labelled leader (labelled: %v)", other, labelled())
+	t.Logf("leader's labeler killed: %s labelled leader %s later (its pod deleted after 4 s)", other, time.Since(start).Round(10*time.Millisecond))
+	mu.Lock()
+	require.Equal(t, 1, most, "two pods were labelled leader at once")
+	mu.Unlock()
+
+	// The Lease policy: a pod's credentials hold habring Leases only as the pod itself.
+	survivor, err := e.client.CoreV1().Pods(ns).Get(t.Context(), other, metav1.GetOptions{})
+	require.NoError(t, err)
+	rc := rest.CopyConfig(e.cluster.Config)
+	rc.BearerToken, rc.BearerTokenFile = podToken(t, e, survivor), ""
+	as, err := kubernetes.NewForConfig(rc)
+	require.NoError(t, err)
+	leaseAs := func(name, holder string, dryRun bool) error {
+		l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(holder)}}
+		opts := metav1.CreateOptions{}
+		if dryRun {
+			opts.DryRun = []string{metav1.DryRunAll}
+		}
+		_, err := as.CoordinationV1().Leases(ns).Create(t.Context(), l, opts)
+		return err
+	}
+	require.Eventually(t, func() bool { return apierrors.IsForbidden(leaseAs("not-habring", other, true)) }, time.Minute, 200*time.Millisecond,
+		"the Lease policy never took effect")
+	require.NoError(t, leaseAs("habring-main-web.default", other, true), "a habring Lease held by the pod itself")
+	err = leaseAs("habring-main-web.default", "someone-else", true)
+	require.True(t, apierrors.IsForbidden(err), "a Lease held in another's name: %v", err)
+	t.Logf("denied: %v", err)
 }

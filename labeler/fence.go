@@ -1,0 +1,167 @@
+package labeler
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/habring/habring/patch"
+)
+
+// fence makes the leader label exclusive within a ring and service group. Supervisors can
+// both claim a group for a while (habitat #2315), and a labeler can die while its pod is
+// labelled; the label alone would then sit on two pods. A labeler labels its pod leader
+// only while it holds the group's coordination.k8s.io Lease (client-go's leader election
+// over a LeaseLock) and no other pod of the group carries the label; it takes the label
+// off before it lets the Lease go.
+type fence struct {
+	l       *Labeler
+	mu      sync.Mutex
+	name    string             // the Lease this fence runs for; "" when none runs
+	cancel  context.CancelFunc // stops the elector, which then releases the Lease
+	done    chan struct{}
+	holding atomic.Bool
+	won     chan struct{} // closed when the running elector first holds the Lease
+	wake    chan struct{} // the census loop looks again at once when the Lease is won or lost
+}
+
+// acquireWait is how long a labeler that has just started contending waits for the Lease
+// before it decides: a restarted leader's labeler renews its own Lease at once, and its
+// label should not blink.
+const acquireWait = 2 * time.Second
+
+func newFence(l *Labeler) *fence { return &fence{l: l, wake: make(chan struct{}, 1)} }
+
+// LeaseName is the Lease of a ring's service group: habring-<ring>-<group>, e.g.
+// habring-main-redis.default.
+func LeaseName(ring, group string) string {
+	return strings.ToLower("habring-" + ring + "-" + group)
+}
+
+// held reports whether this labeler holds the Lease for group now.
+func (f *fence) held(group string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.name == LeaseName(f.l.cfg.Ring, group) && f.holding.Load()
+}
+
+// contend makes sure an elector runs for group's Lease (and for no other group).
+func (f *fence) contend(ctx context.Context, group string) {
+	name := LeaseName(f.l.cfg.Ring, group)
+	f.mu.Lock()
+	running := f.name
+	f.mu.Unlock()
+	if running == name {
+		return
+	}
+	if running != "" {
+		f.release()
+	}
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Name: name, Namespace: f.l.cfg.Namespace},
+		Client:     f.l.client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: f.l.cfg.PodName},
+	}
+	d := f.l.cfg.LeaseDuration
+	won := make(chan struct{})
+	var wonOnce sync.Once
+	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock: lock, Name: name, ReleaseOnCancel: true,
+		LeaseDuration: d, RenewDeadline: d * 2 / 3, RetryPeriod: d / 6,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(context.Context) {
+				f.holding.Store(true)
+				wonOnce.Do(func() { close(won) })
+				f.l.log.Info("holding the leader Lease", "lease", name)
+				f.poke()
+			},
+			OnStoppedLeading: func() {
+				if f.holding.Swap(false) {
+					f.l.log.Info("no longer holding the leader Lease", "lease", name)
+				}
+				f.poke()
+			},
+		},
+	})
+	if err != nil { // only a bad configuration gets here; Validate keeps it out
+		f.l.log.Error("leader Lease", "lease", name, "err", err)
+		return
+	}
+	ectx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	f.mu.Lock()
+	f.name, f.cancel, f.done, f.won = name, cancel, done, won
+	f.mu.Unlock()
+	go func() {
+		defer close(done)
+		le.Run(ectx)
+	}()
+	select { // a moment to win it, so a restarted leader's label does not blink
+	case <-won:
+	case <-time.After(acquireWait):
+	case <-ctx.Done():
+	}
+}
+
+// release stops contending; a held Lease is given up (its holder cleared) before it
+// returns. Call it only once the label is off.
+func (f *fence) release() {
+	f.mu.Lock()
+	cancel, done := f.cancel, f.done
+	f.name, f.cancel, f.done = "", nil, nil
+	f.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	<-done
+	f.holding.Store(false)
+}
+
+func (f *fence) poke() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// otherLeaders names the other pods of the ring labelled leader that belong to group:
+// those whose address is a member of the group in the census (a pod whose Supervisor the
+// census does not know is another group's). With no addresses in the census, every other
+// pod of the ring labelled leader counts: safety first.
+func (l *Labeler) otherLeaders(ctx context.Context, c *Census, group string) ([]string, error) {
+	ips := map[string]bool{}
+	for _, m := range c.Groups[group].Population {
+		if m.Sys.IP != "" {
+			ips[m.Sys.IP] = true
+		}
+	}
+	sel := labels.Set{patch.LabelRole: patch.RoleLeader}
+	if l.cfg.Ring != "" {
+		sel[patch.LabelRing] = l.cfg.Ring
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	list, err := l.client.CoreV1().Pods(l.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return nil, fmt.Errorf("list the pods labelled leader: %w", err)
+	}
+	var out []string
+	for _, p := range list.Items {
+		if p.Name == l.cfg.PodName {
+			continue
+		}
+		if len(ips) == 0 || ips[p.Status.PodIP] {
+			out = append(out, p.Name)
+		}
+	}
+	return out, nil
+}
