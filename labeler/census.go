@@ -39,10 +39,47 @@ type CensusMember struct {
 	// Alive is the member's health as this Supervisor sees it (false when suspect,
 	// confirmed or departed).
 	Alive bool `json:"alive"`
+	// Suspect, Confirmed (dead, not departed: it still counts in the quorum) and Departed
+	// are the member's other healths; exactly one of the four is true.
+	Suspect   bool `json:"suspect"`
+	Confirmed bool `json:"confirmed"`
+	Departed  bool `json:"departed"`
 	// Sys.IP is the member's address (--sys-ip-address): which pod it is.
 	Sys struct {
 		IP string `json:"ip"`
 	} `json:"sys"`
+}
+
+// Quorum is a service group's members by health, as one Supervisor's census sees them.
+type Quorum struct {
+	Alive, Suspect, Confirmed, Departed int
+}
+
+// Margin is how many more alive members the group can lose and keep its quorum: alive −
+// floor(total/2) − 1, where total counts every member not departed (a dead member counts
+// until it departs: `hab sup depart`, or 72 hours). Below 0 the group has no quorum and
+// elects no leader.
+func (q Quorum) Margin() int {
+	total := q.Alive + q.Suspect + q.Confirmed
+	return q.Alive - total/2 - 1
+}
+
+// QuorumOf counts a group's members by health.
+func QuorumOf(g CensusGroup) Quorum {
+	var q Quorum
+	for _, m := range g.Population {
+		switch {
+		case m.Departed:
+			q.Departed++
+		case m.Confirmed:
+			q.Confirmed++
+		case m.Suspect:
+			q.Suspect++
+		case m.Alive:
+			q.Alive++
+		}
+	}
+	return q
 }
 
 // Decide returns the role of the local member in group (or, when group is empty, in the

@@ -1,6 +1,7 @@
 package labeler
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -411,4 +412,85 @@ func TestLeaderWaitsWhileAnotherPodIsLabelledLeader(t *testing.T) {
 	require.Equal(t, patch.RoleLeader, role("redis-1"), "redis-0 is gone: the leader is labelled")
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// Quorum visibility: members by health and the margin, from the upstream census examples.
+// Dead members that never departed count in the total: 1 alive of 3 has no quorum.
+func TestQuorumOf(t *testing.T) {
+	t.Parallel()
+	for file, want := range map[string]struct {
+		q      Quorum
+		margin int
+	}{
+		"census_leader.json":    {Quorum{Alive: 3}, 1},
+		"census_no_quorum.json": {Quorum{Alive: 1, Confirmed: 2}, -1},
+	} {
+		q := QuorumOf(readCensus(t, file).Groups["redis.default"])
+		require.Equal(t, want.q, q, file)
+		require.Equal(t, want.margin, q.Margin(), file)
+	}
+	for _, tc := range []struct {
+		q      Quorum
+		margin int
+	}{
+		{Quorum{Alive: 5}, 2}, {Quorum{Alive: 4, Confirmed: 1}, 1}, {Quorum{Alive: 3, Confirmed: 1}, 0},
+		{Quorum{Alive: 3, Confirmed: 2}, 0}, {Quorum{Alive: 2, Suspect: 1, Confirmed: 2}, -1}, {Quorum{Alive: 3, Departed: 9}, 1},
+		{Quorum{Alive: 1}, 0},
+	} {
+		require.Equal(t, tc.margin, tc.q.Margin(), "%+v", tc.q)
+	}
+}
+
+// The metrics carry the group's members by health and its margin, and the labeler says
+// once that the quorum is at its edge.
+func TestQuorumMetricsAndEdgeLog(t *testing.T) {
+	t.Parallel()
+	sup := &supervisor{}
+	sup.set(t, "census_follower.json")
+	srv := httptest.NewServer(sup)
+	t.Cleanup(srv.Close)
+	client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-1", Namespace: "shop"}})
+	cfg := Defaults()
+	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = srv.URL, "redis-1", "shop", "127.0.0.1:0"
+	clk := testingclock.NewFakeClock(time.Now())
+	var logs syncBuffer
+	l := New(cfg, client, clk, slog.New(slog.NewTextHandler(&logs, nil)))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- l.Run(ctx) }()
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		l.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		return rec.Body.String()
+	}
+	tick(t, clk, sup, 2*cfg.Interval)
+	require.Contains(t, scrape(), `habring_labeler_members{group="redis.default",health="alive"} 3`)
+	require.Contains(t, scrape(), `habring_labeler_quorum_margin{group="redis.default"} 1`)
+	sup.set(t, "census_no_quorum.json")
+	for range 3 {
+		tick(t, clk, sup, 2*cfg.Interval)
+	}
+	require.Contains(t, scrape(), `habring_labeler_members{group="redis.default",health="confirmed"} 2`)
+	require.Contains(t, scrape(), `habring_labeler_quorum_margin{group="redis.default"} -1`)
+	cancel()
+	require.NoError(t, <-done)
+	require.Equal(t, 1, strings.Count(logs.String(), "quorum is at its edge"), "said once, not on every read:\n%s", logs.String())
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -36,6 +36,7 @@ func (l *Labeler) keepRole(ctx context.Context) {
 	backoff := l.backoff()
 	group := ""     // the service group last decided
 	blockedBy := "" // the other pod labelled leader this one waits for (logged once)
+	atEdge := false // the group's quorum margin is 0 or less (logged once per time it gets there)
 	for {
 		c, role, g, err := l.read(ctx)
 		want := role
@@ -61,6 +62,19 @@ func (l *Labeler) keepRole(ctx context.Context) {
 			lastOK = l.clock.Now()
 			backoff = l.backoff()
 			group = g
+			if g, ok := c.Groups[group]; ok {
+				q := QuorumOf(g)
+				l.metrics.quorum(group, q)
+				if edge := q.Margin() <= 0; edge != atEdge {
+					atEdge = edge
+					if edge {
+						l.log.Warn("the service group's quorum is at its edge: losing one more alive member stops elections; depart dead members with `hab sup depart <member-id>`",
+							"group", group, "alive", q.Alive, "suspect", q.Suspect, "confirmed", q.Confirmed, "margin", q.Margin())
+					} else {
+						l.log.Info("the service group's quorum has a margin again", "group", group, "alive", q.Alive, "margin", q.Margin())
+					}
+				}
+			}
 		}
 		if want == patch.RoleLeader {
 			want = l.fenced(ctx, c, group, &blockedBy)

@@ -14,6 +14,8 @@ type metrics struct {
 	writes      *prometheus.CounterVec
 	censusFails prometheus.Counter
 	role        *prometheus.GaugeVec
+	members     *prometheus.GaugeVec
+	margin      *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -29,8 +31,22 @@ func newMetrics() *metrics {
 			Name: "habring_labeler_role", Help: "1 for the role this pod's label holds.",
 		}, []string{"role"}),
 	}
-	m.registry.MustRegister(m.writes, m.censusFails, m.role)
+	m.members = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "habring_labeler_members", Help: "Members of the service group by health, as this pod's Supervisor sees them (confirmed: dead, not departed, still counted in the quorum).",
+	}, []string{"group", "health"})
+	m.margin = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "habring_labeler_quorum_margin", Help: "Alive members the service group can lose and keep its quorum: alive - floor(not departed/2) - 1; below 0 no leader is elected.",
+	}, []string{"group"})
+	m.registry.MustRegister(m.writes, m.censusFails, m.role, m.members, m.margin)
 	return m
+}
+
+// quorum records a group's members by health and its margin.
+func (m *metrics) quorum(group string, q Quorum) {
+	for health, n := range map[string]int{"alive": q.Alive, "suspect": q.Suspect, "confirmed": q.Confirmed, "departed": q.Departed} {
+		m.members.WithLabelValues(group, health).Set(float64(n))
+	}
+	m.margin.WithLabelValues(group).Set(float64(q.Margin()))
 }
 
 // wrote records a label write of role.
