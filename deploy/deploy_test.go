@@ -139,6 +139,7 @@ func TestRBACIsExactlyWhatIsUsed(t *testing.T) {
 	}, rules("habring-webhook"))
 	require.ElementsMatch(t, []string{
 		"/pods: get,list,patch",
+		"/pods/status: patch",
 		"coordination.k8s.io/leases: get,create,update",
 		"discovery.k8s.io/endpointslices: list,watch",
 	}, rules("habring-labeler"))

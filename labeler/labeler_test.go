@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -493,4 +494,72 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// The ring-joined condition, on a pod with that readiness gate: True while the Supervisor
+// knows another alive member, False ("Alone") when the others are dead; only written when
+// it changes. A bootstrap pod (admitted with no peers) counts as joined even alone.
+func TestRingJoinedCondition(t *testing.T) {
+	t.Parallel()
+	for _, bootstrap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("bootstrap=%t", bootstrap), func(t *testing.T) {
+			t.Parallel()
+			sup := &supervisor{}
+			sup.set(t, "census_follower.json")
+			srv := httptest.NewServer(sup)
+			t.Cleanup(srv.Close)
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-1", Namespace: "shop",
+				Annotations: map[string]string{patch.AnnotationStatus: patch.StatusInjected, patch.AnnotationPeers: "10.244.1.11",
+					patch.AnnotationPeersReason: "1 live member(s)"}},
+				Spec: corev1.PodSpec{ReadinessGates: []corev1.PodReadinessGate{{ConditionType: patch.ConditionRingJoined}}}}
+			if bootstrap {
+				pod.Annotations[patch.AnnotationPeers] = ""
+				pod.Annotations[patch.AnnotationPeersReason] = "bootstrap: ordinal 0 of StatefulSet redis with no live member starts the ring"
+			}
+			client := fake.NewClientset(pod)
+			var statusPatches atomic.Int32
+			client.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				if a.GetSubresource() == "status" {
+					statusPatches.Add(1)
+				}
+				return false, nil, nil
+			})
+			cfg := Defaults()
+			cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = srv.URL, "redis-1", "shop", "127.0.0.1:0"
+			clk := testingclock.NewFakeClock(time.Now())
+			l := New(cfg, client, clk, slog.New(slog.DiscardHandler))
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error)
+			go func() { done <- l.Run(ctx) }()
+			condition := func() (corev1.ConditionStatus, string) {
+				p, err := client.CoreV1().Pods("shop").Get(t.Context(), "redis-1", metav1.GetOptions{})
+				require.NoError(t, err)
+				for _, c := range p.Status.Conditions {
+					if c.Type == patch.ConditionRingJoined {
+						return c.Status, c.Reason
+					}
+				}
+				return "", ""
+			}
+			tick(t, clk, sup, 2*cfg.Interval)
+			tick(t, clk, sup, 2*cfg.Interval)
+			st, reason := condition()
+			require.Equal(t, corev1.ConditionTrue, st)
+			require.Equal(t, "Joined", reason)
+			require.EqualValues(t, 1, statusPatches.Load(), "written once, not on every read")
+
+			sup.set(t, "census_no_quorum.json") // the two others are dead (confirmed)
+			tick(t, clk, sup, 2*cfg.Interval)
+			st, reason = condition()
+			if bootstrap {
+				require.Equal(t, corev1.ConditionTrue, st)
+				require.Equal(t, "Bootstrapping", reason)
+			} else {
+				require.Equal(t, corev1.ConditionFalse, st)
+				require.Equal(t, "Alone", reason)
+			}
+			cancel()
+			require.NoError(t, <-done)
+		})
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -18,7 +19,9 @@ import (
 // label is fenced (fence.go): it is written only while this labeler holds the group's
 // Lease and no other pod of the group carries it, and taken off before the Lease goes.
 func (l *Labeler) keepRole(ctx context.Context) {
-	current := l.currentLabel(ctx) // "" when unknown: the first decision is written
+	own := l.ownPod(ctx)
+	current := own.Labels[patch.LabelRole] // "" when unknown: the first decision is written
+	joined := newJoinedGate(l, own)
 	defer func() {
 		// Stopping (SIGTERM): the label comes off before the Lease goes, so the next
 		// leader need not wait for this pod to be gone.
@@ -52,6 +55,7 @@ func (l *Labeler) keepRole(ctx context.Context) {
 			want = current
 			if l.clock.Since(lastOK) >= l.cfg.StaleAfter {
 				want = patch.RoleNone
+				joined.set(ctx, false, "SupervisorUnreachable", "the Supervisor's /census has not answered for "+l.cfg.StaleAfter.String())
 			}
 		} else {
 			if failing {
@@ -62,10 +66,12 @@ func (l *Labeler) keepRole(ctx context.Context) {
 			lastOK = l.clock.Now()
 			backoff = l.backoff()
 			group = g
+			joined.observe(ctx, c)
 			if g, ok := c.Groups[group]; ok {
 				q := QuorumOf(g)
 				l.metrics.quorum(group, q)
-				if edge := q.Margin() <= 0; edge != atEdge {
+				// Only an election needs a quorum: a standalone group's margin is not a warning.
+				if edge := q.Margin() <= 0 && g.ElectionStatus != ElectionNone; edge != atEdge {
 					atEdge = edge
 					if edge {
 						l.log.Warn("the service group's quorum is at its edge: losing one more alive member stops elections; depart dead members with `hab sup depart <member-id>`",
@@ -157,13 +163,14 @@ func (l *Labeler) read(ctx context.Context) (c *Census, role, group string, err 
 	return c, role, group, nil
 }
 
-func (l *Labeler) currentLabel(ctx context.Context) string {
+// ownPod reads the labeler's own pod; on failure an empty one (no labels, no gates).
+func (l *Labeler) ownPod(ctx context.Context) *corev1.Pod {
 	pod, err := l.client.CoreV1().Pods(l.cfg.Namespace).Get(ctx, l.cfg.PodName, metav1.GetOptions{})
 	if err != nil {
 		l.log.Warn("cannot read own pod; will write the first role unconditionally", "pod", l.cfg.PodName, "err", err)
-		return ""
+		return &corev1.Pod{}
 	}
-	return pod.Labels[patch.LabelRole]
+	return pod
 }
 
 // setRole writes only the role label, with a JSON merge patch: no read-modify-write race

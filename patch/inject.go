@@ -91,9 +91,10 @@ type mutable struct {
 		Annotations map[string]string `json:"annotations,omitempty"`
 	} `json:"metadata"`
 	Spec struct {
-		Volumes        []corev1.Volume    `json:"volumes,omitempty"`
-		InitContainers []corev1.Container `json:"initContainers,omitempty"`
-		Containers     []corev1.Container `json:"containers"`
+		Volumes        []corev1.Volume           `json:"volumes,omitempty"`
+		InitContainers []corev1.Container        `json:"initContainers,omitempty"`
+		Containers     []corev1.Container        `json:"containers"`
+		ReadinessGates []corev1.PodReadinessGate `json:"readinessGates,omitempty"`
 	} `json:"spec"`
 }
 
@@ -101,6 +102,7 @@ func mutableOf(p *corev1.Pod) *mutable {
 	var m mutable
 	m.Metadata.Labels, m.Metadata.Annotations = p.Labels, p.Annotations
 	m.Spec.Volumes, m.Spec.InitContainers, m.Spec.Containers = p.Spec.Volumes, p.Spec.InitContainers, p.Spec.Containers
+	m.Spec.ReadinessGates = p.Spec.ReadinessGates
 	return &m
 }
 
@@ -184,6 +186,9 @@ func Mutate(pod *corev1.Pod, s Spec, plan Plan, opts Options) *corev1.Pod {
 	}
 	if s.Labeler {
 		addLabeler(out, s, opts)
+	}
+	if s.JoinedGate && !slices.ContainsFunc(out.Spec.ReadinessGates, func(g corev1.PodReadinessGate) bool { return g.ConditionType == ConditionRingJoined }) {
+		out.Spec.ReadinessGates = append(out.Spec.ReadinessGates, corev1.PodReadinessGate{ConditionType: ConditionRingJoined})
 	}
 
 	if out.Annotations == nil {

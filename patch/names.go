@@ -31,6 +31,9 @@ const (
 	// AnnotationLabeler is "enabled" or "disabled"; the default is enabled for the leader
 	// topology and disabled otherwise (without an election there is no role to publish).
 	AnnotationLabeler = "habitat.sh/labeler"
+	// AnnotationReadinessGate is "ring-joined": the pod gets the readiness gate
+	// ConditionRingJoined, which its labeler sets once its Supervisor has joined the ring.
+	AnnotationReadinessGate = "habitat.sh/readiness-gate"
 	// AnnotationInject on a pod (value "disabled") opts that pod out.
 	AnnotationInject = "habitat.sh/inject"
 
@@ -42,6 +45,11 @@ const (
 	// AnnotationPeersReason says, for a person reading the pod, why those peers were chosen
 	// and which flags the user had already set.
 	AnnotationPeersReason = "habitat.sh/peers-reason"
+
+	// ConditionRingJoined is the pod condition (and readiness gate) the labeler sets:
+	// True once the pod's Supervisor knows another alive member of the ring, or it is the
+	// bootstrap pod of an empty ring; False, with a reason, while it knows none.
+	ConditionRingJoined = "habitat.sh/ring-joined"
 )
 
 // Values of the contract's enumerations.
@@ -58,6 +66,8 @@ const (
 
 	LabelerEnabled  = "enabled"
 	LabelerDisabled = "disabled"
+
+	ReadinessGateRingJoined = "ring-joined"
 
 	RoleLeader   = "leader"
 	RoleFollower = "follower"

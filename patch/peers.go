@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // ErrNoBootstrap is the cause of a denial: the pod would have no peer and may not start
@@ -155,6 +157,15 @@ func LiveMembers(podName string, ring Ring) []Member {
 	return out
 }
 
+// bootstrapReason starts the peers-reason of a pod admitted to start its ring.
+const bootstrapReason = "bootstrap: "
+
+// Bootstraps reports whether pod was admitted to start its ring: no peers, as pod 0 of a
+// StatefulSet whose ring had no live member.
+func Bootstraps(pod *corev1.Pod) bool {
+	return Injected(pod) && pod.Annotations[AnnotationPeers] == "" && strings.Contains(pod.Annotations[AnnotationPeersReason], bootstrapReason)
+}
+
 func stableName(pod, service string, scope Scope) string {
 	return pod + "." + service + "." + scope.Namespace + ".svc." + scope.ClusterDomain
 }
@@ -172,7 +183,7 @@ func reason(w Workload, live, names, total int) string {
 		}
 	}
 	if len(parts) == 0 {
-		return "bootstrap: ordinal 0 of StatefulSet " + w.Name + " with no live member starts the ring"
+		return bootstrapReason + "ordinal 0 of StatefulSet " + w.Name + " with no live member starts the ring"
 	}
 	s := strings.Join(parts, " and ")
 	if total < live+names {

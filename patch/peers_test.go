@@ -151,3 +151,22 @@ func TestParseSpec(t *testing.T) {
 	_, err := ParseSpec(map[string]string{}, pod)
 	require.ErrorIs(t, err, ErrNotInRing)
 }
+
+// Bootstraps tells the labeler that its pod starts the ring (the ring-joined condition is
+// True for it even alone), in both peer modes; a pod given peers does not.
+func TestBootstraps(t *testing.T) {
+	t.Parallel()
+	scope := Scope{Ring: "main", Namespace: "ns", ClusterDomain: "cluster.local"}
+	ring := Ring{StatefulSets: []BootstrapSet{{Name: "db", ServiceName: "db", Replicas: 3, Ready: 0}}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "db-0"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "db"}}}}
+	for _, mode := range []string{PeerModeArgs, PeerModeWatchFile} {
+		spec := Spec{Ring: "main", PeerMode: mode, Labeler: true}
+		first, err := Peers("db-0", Workload{Kind: KindStatefulSet, Name: "db", ServiceName: "db", Ordinal: 0}, scope, ring, 5)
+		require.NoError(t, err)
+		require.True(t, Bootstraps(Mutate(pod, spec, first, Options{})), mode)
+		second, err := Peers("db-1", Workload{Kind: KindStatefulSet, Name: "db", ServiceName: "db", Ordinal: 1}, scope, ring, 5)
+		require.NoError(t, err)
+		require.False(t, Bootstraps(Mutate(pod, spec, second, Options{})), mode)
+	}
+	require.False(t, Bootstraps(pod), "not injected")
+}

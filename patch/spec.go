@@ -51,6 +51,7 @@ type Spec struct {
 	PeerMode    string // PeerModeArgs or PeerModeWatchFile
 	Container   string // "" means the first container
 	Labeler     bool
+	JoinedGate  bool // the readiness gate ConditionRingJoined
 }
 
 // Habitat identifiers: service groups, bind names, service names and origins are plain
@@ -77,7 +78,7 @@ func ParseSpec(workload map[string]string, pod *corev1.Pod) (Spec, error) {
 		return strings.TrimSpace(v), ok
 	}
 	for _, k := range []string{AnnotationRing, AnnotationTopology, AnnotationGroup, AnnotationBinds,
-		AnnotationRingKeySecret, AnnotationGatewayAuthSecret, AnnotationPeerMode, AnnotationContainer, AnnotationLabeler} {
+		AnnotationRingKeySecret, AnnotationGatewayAuthSecret, AnnotationPeerMode, AnnotationContainer, AnnotationLabeler, AnnotationReadinessGate} {
 		if v, _ := get(k); len(v) > maxAnnotationValue {
 			return Spec{}, &AnnotationError{Key: k, Value: v, Allowed: fmt.Sprintf("at most %d bytes", maxAnnotationValue)}
 		}
@@ -142,9 +143,17 @@ func ParseSpec(workload map[string]string, pod *corev1.Pod) (Spec, error) {
 		return Spec{}, ErrNoContainers
 	}
 
-	// The labeler publishes the election's outcome, and in watch-file mode it is what fills
-	// the peer file: a lone Supervisor restarted in place reads nothing else.
-	s.Labeler = s.Topology == TopologyLeader || s.PeerMode == PeerModeWatchFile
+	if v, ok := get(AnnotationReadinessGate); ok {
+		if v != ReadinessGateRingJoined {
+			return Spec{}, &AnnotationError{Key: AnnotationReadinessGate, Value: v, Allowed: "ring-joined"}
+		}
+		s.JoinedGate = true
+	}
+
+	// The labeler publishes the election's outcome, in watch-file mode it is what fills
+	// the peer file (a lone Supervisor restarted in place reads nothing else), and it sets
+	// the ring-joined condition.
+	s.Labeler = s.Topology == TopologyLeader || s.PeerMode == PeerModeWatchFile || s.JoinedGate
 	if v, ok := get(AnnotationLabeler); ok {
 		switch v {
 		case LabelerEnabled:
@@ -159,6 +168,10 @@ func ParseSpec(workload map[string]string, pod *corev1.Pod) (Spec, error) {
 		// The labeler is what fills the watch file; without it the file stays empty and a
 		// lone Supervisor never finds the ring.
 		return Spec{}, &AnnotationError{Key: AnnotationLabeler, Value: LabelerDisabled, Allowed: "enabled when habitat.sh/peer-mode is watch-file (the labeler writes the peer file)"}
+	}
+	if s.JoinedGate && !s.Labeler {
+		// Nobody else sets the condition: the pod would never be Ready.
+		return Spec{}, &AnnotationError{Key: AnnotationLabeler, Value: LabelerDisabled, Allowed: "enabled when habitat.sh/readiness-gate is ring-joined (the labeler sets the condition)"}
 	}
 	return s, nil
 }

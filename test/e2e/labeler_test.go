@@ -223,6 +223,11 @@ func TestLabelersMoveTheLeaderService(t *testing.T) {
 	}, time.Minute, 200*time.Millisecond, "the labeler policy never took effect")
 	patchOpts.DryRun = nil
 	require.NoError(t, mergePatch("redis-1", labels(map[string]string{patch.LabelRole: patch.RoleLeader})), "own role label")
+	// Clients without pod-bound credentials (a token with no extra at all: this admin's)
+	// are not the policy's business.
+	b, _ := json.Marshal(labels(map[string]string{"team": "storage"}))
+	_, err = e.client.CoreV1().Pods(ns).Patch(t.Context(), "redis-0", types.MergePatchType, b, metav1.PatchOptions{})
+	require.NoError(t, err, "an admin labelling a ring pod")
 	for name, tc := range map[string]struct {
 		pod  string
 		body map[string]any

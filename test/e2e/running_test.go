@@ -8,8 +8,11 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/patch"
 	"github.com/habring/habring/test/harness"
@@ -216,4 +219,79 @@ func TestWatchFileMemberRestartedInPlaceRejoins(t *testing.T) {
 	require.NotEqual(t, before.LocalMemberID, after.LocalMemberID, "the restarted container is a new member (fresh file system)")
 	requireOneRing(t, pods, 2*time.Minute)
 	t.Logf("redis-0's Supervisor killed: restarted and back in the one ring %s later", time.Since(start).Round(time.Millisecond))
+}
+
+// The ring-joined readiness gate (habitat.sh/readiness-gate: ring-joined) on a running
+// ring: each pod turns Ready only once its labeler saw its Supervisor join, and a rolling
+// update whose new pod cannot join (another ring key) waits, the old pods kept serving.
+func TestRingJoinedGateHoldsARollingUpdate(t *testing.T) {
+	e := requireEnv(t)
+	ns := runningNamespace(t, e)
+	t.Parallel()
+	applyFile(t, e, "deploy/labeler-rbac.yaml", "")
+	applyFile(t, e, "deploy/labeler-policy.yaml", "")
+	applyFile(t, e, "examples/labeler-rolebinding.yaml", ns)
+	ringService(t, e, ns, "hab", "main")
+	_, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), statefulSet(ns, "hab", 1, ring("main")), metav1.CreateOptions{})
+	require.NoError(t, err)
+	web := deployment(ns, "web", 2, map[string]string{patch.AnnotationRing: "main", patch.AnnotationReadinessGate: patch.ReadinessGateRingJoined})
+	web.Spec.Template.Spec.ServiceAccountName = "habitat"
+	web.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{
+		MaxUnavailable: ptr.To(intstr.FromInt32(0)), MaxSurge: ptr.To(intstr.FromInt32(1))}}
+	_, err = e.client.AppsV1().Deployments(ns).Create(t.Context(), web, metav1.CreateOptions{})
+	require.NoError(t, err)
+	pods := readyPods(t, e, ns, "web", 2, 3*time.Minute)
+	for _, p := range pods {
+		require.Contains(t, p.Spec.ReadinessGates, corev1.PodReadinessGate{ConditionType: patch.ConditionRingJoined})
+		joined, ready := condition(&p, patch.ConditionRingJoined), condition(&p, string(corev1.PodReady))
+		require.NotNil(t, joined, "pod %s has no ring-joined condition", p.Name)
+		require.Equal(t, corev1.ConditionTrue, joined.Status)
+		require.Equal(t, "Joined", joined.Reason)
+		require.False(t, ready.LastTransitionTime.Before(&joined.LastTransitionTime), "pod %s Ready before it joined", p.Name)
+	}
+
+	// A new template that cannot join: the ring's members have no key, it has one.
+	key := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "other-key", Namespace: ns}, StringData: map[string]string{"ring-key": "SYM-SEC-1\nother-1\n\nb3RoZXI="}}
+	_, err = e.client.CoreV1().Secrets(ns).Create(t.Context(), key, metav1.CreateOptions{})
+	require.NoError(t, err)
+	d, err := e.client.AppsV1().Deployments(ns).Get(t.Context(), "web", metav1.GetOptions{})
+	require.NoError(t, err)
+	d.Spec.Template.Annotations = map[string]string{patch.AnnotationRingKeySecret: "other-key"}
+	_, err = e.client.AppsV1().Deployments(ns).Update(t.Context(), d, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	var stuck corev1.Pod
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		list, err := e.client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=web"})
+		require.NoError(c, err)
+		var fresh []corev1.Pod
+		for _, p := range list.Items {
+			if p.Annotations[patch.AnnotationRingKeySecret] == "other-key" {
+				fresh = append(fresh, p)
+			}
+		}
+		require.Len(c, fresh, 1, "one new pod (maxSurge 1)")
+		joined := condition(&fresh[0], patch.ConditionRingJoined)
+		require.NotNil(c, joined)
+		assert.Equal(c, corev1.ConditionFalse, joined.Status)
+		assert.Equal(c, "Alone", joined.Reason)
+		stuck = fresh[0]
+	}, 2*time.Minute, 200*time.Millisecond)
+	time.Sleep(5 * time.Second) // the rollout does not move on
+	d, err = e.client.AppsV1().Deployments(ns).Get(t.Context(), "web", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, d.Status.UpdatedReplicas, "the rollout went past a pod that has not joined")
+	require.EqualValues(t, 2, d.Status.AvailableReplicas, "the old pods keep serving")
+	p, err := e.client.CoreV1().Pods(ns).Get(t.Context(), stuck.Name, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.False(t, isReady(p), "pod %s is Ready without having joined", p.Name)
+	t.Logf("rollout held: %s is %s (%s)", p.Name, condition(p, patch.ConditionRingJoined).Reason, condition(p, patch.ConditionRingJoined).Message)
+}
+
+func condition(p *corev1.Pod, t string) *corev1.PodCondition {
+	for i := range p.Status.Conditions {
+		if string(p.Status.Conditions[i].Type) == t {
+			return &p.Status.Conditions[i]
+		}
+	}
+	return nil
 }

@@ -35,6 +35,7 @@ type pod struct {
 	containers []*container // init containers in order, then the main ones
 	initDone   bool
 	failure    string // why the pod cannot run (reported in its status)
+	gatesOK    bool   // every readiness gate's condition was True in the last object seen
 	startTime  metav1.Time
 
 	stop      chan struct{} // closed when the pod must stop
@@ -52,9 +53,18 @@ func newPod(r *Runner, p *corev1.Pod) *pod {
 
 // update takes a newer version of the pod object; a deletion timestamp starts termination.
 func (p *pod) update(obj *corev1.Pod) {
+	gates := true
+	for _, g := range obj.Spec.ReadinessGates {
+		gates = gates && conditionTrue(obj.Status.Conditions, g.ConditionType)
+	}
 	p.mu.Lock()
 	p.latest = obj.DeepCopy()
+	changed := gates != p.gatesOK
+	p.gatesOK = gates
 	p.mu.Unlock()
+	if changed && len(obj.Spec.ReadinessGates) > 0 {
+		p.markStatus() // a readiness gate's condition moved: Ready follows, as a kubelet's does
+	}
 	if obj.DeletionTimestamp != nil {
 		grace := 30 * time.Second
 		if obj.DeletionGracePeriodSeconds != nil {

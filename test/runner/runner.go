@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/habring/habring/test/podnet"
 )
@@ -420,12 +421,21 @@ func (r *Runner) registerNode(ctx context.Context) error {
 	if err := nodes.Delete(ctx, NodeName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("runner: remove the node a previous runner left: %w", err)
 	}
-	created, err := nodes.Create(ctx, node, metav1.CreateOptions{})
-	if err != nil {
+	if _, err := nodes.Create(ctx, node, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("runner: register node %s: %w", NodeName, err)
 	}
-	created.Status = r.nodeStatus()
-	if _, err := nodes.UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+	// The node lifecycle controller writes a new node at once (its not-ready taint): read
+	// it again until the status update lands.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := nodes.Get(ctx, NodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		n.Status = r.nodeStatus()
+		_, err = nodes.UpdateStatus(ctx, n, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("runner: node %s status: %w", NodeName, err)
 	}
 	return nil
