@@ -64,6 +64,19 @@ func (q Quorum) Margin() int {
 	return q.Alive - total/2 - 1
 }
 
+// DepartCommands are the `hab sup depart` commands that clear a group's Confirmed members
+// (dead, not departed, still counted in its quorum), sorted.
+func DepartCommands(g CensusGroup) []string {
+	var out []string
+	for id, m := range g.Population {
+		if m.Confirmed && !m.Departed {
+			out = append(out, "hab sup depart "+id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // QuorumOf counts a group's members by health.
 func QuorumOf(g CensusGroup) Quorum {
 	var q Quorum

@@ -476,6 +476,9 @@ func TestQuorumMetricsAndEdgeLog(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 	require.Equal(t, 1, strings.Count(logs.String(), "quorum is at its edge"), "said once, not on every read:\n%s", logs.String())
+	require.Equal(t, []string{"hab sup depart 2f6d8b0a4c1e4a7f9d2b6c8e0a3f5d71", "hab sup depart 7a9c2e4f61b84d0a8c3e5f7a9b1d3c5e"},
+		DepartCommands(readCensus(t, "census_no_quorum.json").Groups["redis.default"]))
+	require.Contains(t, logs.String(), "hab sup depart ", "the warning names the commands")
 }
 
 // syncBuffer is a bytes.Buffer safe for a logger and a test to share.

@@ -74,8 +74,8 @@ func (l *Labeler) keepRole(ctx context.Context) {
 				if edge := q.Margin() <= 0 && g.ElectionStatus != ElectionNone; edge != atEdge {
 					atEdge = edge
 					if edge {
-						l.log.Warn("the service group's quorum is at its edge: losing one more alive member stops elections; depart dead members with `hab sup depart <member-id>`",
-							"group", group, "alive", q.Alive, "suspect", q.Suspect, "confirmed", q.Confirmed, "margin", q.Margin())
+						l.log.Warn("the service group's quorum is at its edge: losing one more alive member stops elections; depart the dead members",
+							"group", group, "alive", q.Alive, "suspect", q.Suspect, "confirmed", q.Confirmed, "margin", q.Margin(), "run", DepartCommands(g))
 					} else {
 						l.log.Info("the service group's quorum has a margin again", "group", group, "alive", q.Alive, "margin", q.Margin())
 					}
