@@ -64,7 +64,7 @@ demo: cluster-build ## local control plane + habring + examples/ running (needs 
 	@echo; cat $(DEMO_DIR)/table.txt
 
 .PHONY: chaos
-chaos: cluster-build ## break running rings side by side: habring (args, watch-file) vs the bootstrap StatefulSet (needs root; ~7 min; CHAOSFLAGS=--help)
+chaos: cluster-build ## break running rings side by side: habring (args, watch-file) vs the bootstrap StatefulSet (needs root; ~8 min; CHAOSFLAGS=--help)
 	$(GO) run ./test/chaos/cmd/chaos $(CHAOSFLAGS)
 
 .PHONY: demo-down
