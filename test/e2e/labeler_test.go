@@ -20,7 +20,6 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -88,6 +87,15 @@ func applyFile(t *testing.T, e *environment, path, ns string) {
 	require.NoError(t, harness.ApplyFile(t.Context(), e.cluster.Config, path, ns))
 }
 
+// labelerPermissions installs deploy/'s labeler ClusterRole and policies and, in ns, the
+// example's ServiceAccount habitat with its RoleBinding, as a user does.
+func labelerPermissions(t *testing.T, e *environment, ns string) {
+	t.Helper()
+	applyFile(t, e, "deploy/labeler-rbac.yaml", "")
+	applyFile(t, e, "deploy/labeler-policy.yaml", "")
+	applyFile(t, e, "examples/labeler-rolebinding.yaml", ns) // ServiceAccount habitat + RoleBinding
+}
+
 // podToken is a service-account token bound to the pod, as the labeler's projected
 // volume holds: it carries authentication.kubernetes.io/pod-name.
 func podToken(t *testing.T, e *environment, pod *corev1.Pod) string {
@@ -146,9 +154,7 @@ func TestLabelersMoveTheLeaderService(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
 	ns := namespace(t, e, true)
-	applyFile(t, e, "deploy/labeler-rbac.yaml", "")
-	applyFile(t, e, "deploy/labeler-policy.yaml", "")
-	applyFile(t, e, "examples/labeler-rolebinding.yaml", ns) // ServiceAccount habitat + RoleBinding
+	labelerPermissions(t, e, ns)
 	ringService(t, e, ns, "redis", "main")
 	sts := statefulSet(ns, "redis", 3, map[string]string{patch.AnnotationRing: "main", patch.AnnotationTopology: "leader"})
 	sts.Spec.Template.Spec.ServiceAccountName = "habitat"
@@ -166,22 +172,7 @@ func TestLabelersMoveTheLeaderService(t *testing.T) {
 		gateways[p.Name] = runLabeler(t, e, ns, &p, map[bool]string{true: "census_leader.json", false: "census_follower.json"}[i == 0])
 	}
 
-	leaderIPs := func() []string {
-		list, err := e.client.DiscoveryV1().EndpointSlices(ns).List(t.Context(), metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=redis-master"})
-		if err != nil {
-			return nil
-		}
-		var ips []string
-		for _, s := range list.Items {
-			for _, ep := range s.Endpoints {
-				if ep.Conditions.Ready == nil || *ep.Conditions.Ready {
-					ips = append(ips, ep.Addresses...)
-				}
-			}
-		}
-		slices.Sort(ips)
-		return ips
-	}
+	leaderIPs := func() []string { return serviceAddresses(t, e, ns, "redis-master") }
 	// The EndpointSlice controller's retries of a Service back off past a minute under the
 	// suite's load (see ringMembers): the labels are checked on their own below, and the
 	// Service gets three minutes.
@@ -259,9 +250,7 @@ func TestLabelersFenceTheLeader(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
 	ns := namespace(t, e, true)
-	applyFile(t, e, "deploy/labeler-rbac.yaml", "")
-	applyFile(t, e, "deploy/labeler-policy.yaml", "")
-	applyFile(t, e, "examples/labeler-rolebinding.yaml", ns)
+	labelerPermissions(t, e, ns)
 	ringService(t, e, ns, "redis", "main")
 	sts := statefulSet(ns, "redis", 2, map[string]string{patch.AnnotationRing: "main", patch.AnnotationTopology: "leader"})
 	sts.Spec.Template.Spec.ServiceAccountName = "habitat"
