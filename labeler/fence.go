@@ -29,7 +29,6 @@ type fence struct {
 	cancel  context.CancelFunc // stops the elector, which then releases the Lease
 	done    chan struct{}
 	holding atomic.Bool
-	won     chan struct{} // closed when the running elector first holds the Lease
 	wake    chan struct{} // the census loop looks again at once when the Lease is won or lost
 }
 
@@ -98,7 +97,7 @@ func (f *fence) contend(ctx context.Context, group string) {
 	ectx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	f.mu.Lock()
-	f.name, f.cancel, f.done, f.won = name, cancel, done, won
+	f.name, f.cancel, f.done = name, cancel, done
 	f.mu.Unlock()
 	go func() {
 		defer close(done)

@@ -22,6 +22,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	testingclock "k8s.io/utils/clock/testing"
@@ -196,12 +197,37 @@ func tick(t *testing.T, clk *testingclock.FakeClock, sup *supervisor, d time.Dur
 		"the census loop did not read again after %s", d)
 }
 
-func TestRoleFollowsCensus(t *testing.T) {
-	t.Parallel()
-	sup := &supervisor{}
-	sup.set(t, "census_follower.json")
+// runLabeler starts a labeler of pod in namespace shop on a fake clock (step it with
+// tick), against a census gateway serving census (switch it with sup.set). stop cancels
+// it and checks it returned cleanly.
+func runLabeler(t *testing.T, census string, client kubernetes.Interface, pod string, log *slog.Logger, tweak func(*Config)) (l *Labeler, sup *supervisor, clk *testingclock.FakeClock, stop func()) {
+	t.Helper()
+	sup = &supervisor{}
+	sup.set(t, census)
 	srv := httptest.NewServer(sup)
 	t.Cleanup(srv.Close)
+	cfg := Defaults()
+	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = srv.URL, pod, "shop", "127.0.0.1:0"
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	require.NoError(t, cfg.Validate()) // interval 5s, stale after 30s: on the fake clock
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	clk = testingclock.NewFakeClock(time.Now())
+	l = New(cfg, client, clk, log)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	return l, sup, clk, func() {
+		cancel()
+		require.NoError(t, <-done)
+	}
+}
+
+func TestRoleFollowsCensus(t *testing.T) {
+	t.Parallel()
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-1", Namespace: "shop", Labels: map[string]string{"app": "redis"}}}
 	other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-0", Namespace: "shop"}}
 	client := fake.NewClientset(pod, other)
@@ -216,14 +242,8 @@ func TestRoleFollowsCensus(t *testing.T) {
 	})
 	written := func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), writes...) }
 
-	cfg := Defaults()
-	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = srv.URL, "redis-1", "shop", "127.0.0.1:0"
-	require.NoError(t, cfg.Validate()) // interval 5s, stale after 30s: on the fake clock
-	clk := testingclock.NewFakeClock(time.Now())
-	l := New(cfg, client, clk, slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- l.Run(ctx) }()
+	l, sup, clk, stop := runLabeler(t, "census_follower.json", client, "redis-1", nil, nil)
+	cfg := l.cfg
 
 	label := func(role string) string { return `redis-1: {"metadata":{"labels":{"habitat.sh/role":"` + role + `"}}}` }
 	step := func() { tick(t, clk, sup, 2*cfg.Interval) } // past the interval and its 20% jitter
@@ -256,8 +276,7 @@ func TestRoleFollowsCensus(t *testing.T) {
 	tick(t, clk, sup, 10*time.Second) // 35s (its second at most 9s): stale
 	require.Equal(t, []string{label("follower"), label("none"), label("leader"), label("none")}, written())
 
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 	got, err := client.CoreV1().Pods("shop").Get(t.Context(), "redis-1", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, map[string]string{"app": "redis", patch.LabelRole: "none"}, got.Labels)
@@ -271,10 +290,6 @@ func TestRoleFollowsCensus(t *testing.T) {
 
 func TestKeepsExistingLabelWithoutWriting(t *testing.T) {
 	t.Parallel()
-	sup := &supervisor{}
-	sup.set(t, "census_leader.json")
-	srv := httptest.NewServer(sup)
-	t.Cleanup(srv.Close)
 	// A restarted leader's labeler: its pod is labelled and it still holds its Lease. It
 	// renews the Lease at once and the label never blinks.
 	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: LeaseName("", "redis.default"), Namespace: "shop"},
@@ -283,21 +298,14 @@ func TestKeepsExistingLabelWithoutWriting(t *testing.T) {
 	client := fake.NewClientset(lease, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-0", Namespace: "shop", Labels: map[string]string{patch.LabelRole: "leader"}}})
 	var patches atomic.Int32
 	client.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) { patches.Add(1); return false, nil, nil })
-	cfg := Defaults()
-	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = srv.URL, "redis-0", "shop", "127.0.0.1:0"
-	clk := testingclock.NewFakeClock(time.Now())
-	l := New(cfg, client, clk, slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- l.Run(ctx) }()
+	l, sup, clk, stop := runLabeler(t, "census_leader.json", client, "redis-0", nil, nil)
 	for range 3 {
-		tick(t, clk, sup, 2*cfg.Interval)
+		tick(t, clk, sup, 2*l.cfg.Interval)
 	}
 	require.GreaterOrEqual(t, sup.readCount(), 4) // and one more when the Lease is renewed
 	require.True(t, l.censusOK.Load())
 	require.Zero(t, patches.Load(), "a restart of the labeler rewrote an unchanged label")
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 	require.EqualValues(t, 1, patches.Load(), "stopping, the leader's labeler takes its label off (then gives up the Lease)")
 	got, err := client.CoreV1().Pods("shop").Get(t.Context(), "redis-0", metav1.GetOptions{})
 	require.NoError(t, err)
@@ -380,23 +388,14 @@ func TestConfigValidate(t *testing.T) {
 // another group labelled leader (its address unknown to the census) does not hold it up.
 func TestLeaderWaitsWhileAnotherPodIsLabelledLeader(t *testing.T) {
 	t.Parallel()
-	sup := &supervisor{}
-	sup.set(t, "census_leader.json")
-	srv := httptest.NewServer(sup)
-	t.Cleanup(srv.Close)
 	ringPod := func(name, ip, role string) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop",
 			Labels: map[string]string{patch.LabelRing: "main", patch.LabelRole: role}}, Status: corev1.PodStatus{PodIP: ip}}
 	}
 	client := fake.NewClientset(ringPod("redis-1", "10.244.1.11", ""), ringPod("redis-0", "10.244.3.13", patch.RoleLeader),
 		ringPod("web-0", "10.244.9.9", patch.RoleLeader))
-	cfg := Defaults()
-	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.Ring, cfg.HealthListen = srv.URL, "redis-1", "shop", "main", "127.0.0.1:0"
-	clk := testingclock.NewFakeClock(time.Now())
-	l := New(cfg, client, clk, slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- l.Run(ctx) }()
+	l, sup, clk, stop := runLabeler(t, "census_leader.json", client, "redis-1", nil, func(c *Config) { c.Ring = "main" })
+	cfg := l.cfg
 	role := func(name string) string {
 		p, err := client.CoreV1().Pods("shop").Get(t.Context(), name, metav1.GetOptions{})
 		require.NoError(t, err)
@@ -411,8 +410,7 @@ func TestLeaderWaitsWhileAnotherPodIsLabelledLeader(t *testing.T) {
 	require.NoError(t, client.CoreV1().Pods("shop").Delete(t.Context(), "redis-0", metav1.DeleteOptions{}))
 	tick(t, clk, sup, 2*cfg.Interval)
 	require.Equal(t, patch.RoleLeader, role("redis-1"), "redis-0 is gone: the leader is labelled")
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 }
 
 // Quorum visibility: members by health and the margin, from the upstream census examples.
@@ -446,19 +444,10 @@ func TestQuorumOf(t *testing.T) {
 // once that the quorum is at its edge.
 func TestQuorumMetricsAndEdgeLog(t *testing.T) {
 	t.Parallel()
-	sup := &supervisor{}
-	sup.set(t, "census_follower.json")
-	srv := httptest.NewServer(sup)
-	t.Cleanup(srv.Close)
 	client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-1", Namespace: "shop"}})
-	cfg := Defaults()
-	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = srv.URL, "redis-1", "shop", "127.0.0.1:0"
-	clk := testingclock.NewFakeClock(time.Now())
 	var logs syncBuffer
-	l := New(cfg, client, clk, slog.New(slog.NewTextHandler(&logs, nil)))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- l.Run(ctx) }()
+	l, sup, clk, stop := runLabeler(t, "census_follower.json", client, "redis-1", slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	cfg := l.cfg
 	scrape := func() string {
 		rec := httptest.NewRecorder()
 		l.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
@@ -473,8 +462,7 @@ func TestQuorumMetricsAndEdgeLog(t *testing.T) {
 	}
 	require.Contains(t, scrape(), `habring_labeler_members{group="redis.default",health="confirmed"} 2`)
 	require.Contains(t, scrape(), `habring_labeler_quorum_margin{group="redis.default"} -1`)
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 	require.Equal(t, 1, strings.Count(logs.String(), "quorum is at its edge"), "said once, not on every read:\n%s", logs.String())
 	require.Equal(t, []string{"hab sup depart 2f6d8b0a4c1e4a7f9d2b6c8e0a3f5d71", "hab sup depart 7a9c2e4f61b84d0a8c3e5f7a9b1d3c5e"},
 		DepartCommands(readCensus(t, "census_no_quorum.json").Groups["redis.default"]))
@@ -507,10 +495,6 @@ func TestRingJoinedCondition(t *testing.T) {
 	for _, bootstrap := range []bool{false, true} {
 		t.Run(fmt.Sprintf("bootstrap=%t", bootstrap), func(t *testing.T) {
 			t.Parallel()
-			sup := &supervisor{}
-			sup.set(t, "census_follower.json")
-			srv := httptest.NewServer(sup)
-			t.Cleanup(srv.Close)
 			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-1", Namespace: "shop",
 				Annotations: map[string]string{patch.AnnotationStatus: patch.StatusInjected, patch.AnnotationPeers: "10.244.1.11",
 					patch.AnnotationPeersReason: "1 live member(s)"}},
@@ -527,13 +511,8 @@ func TestRingJoinedCondition(t *testing.T) {
 				}
 				return false, nil, nil
 			})
-			cfg := Defaults()
-			cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = srv.URL, "redis-1", "shop", "127.0.0.1:0"
-			clk := testingclock.NewFakeClock(time.Now())
-			l := New(cfg, client, clk, slog.New(slog.DiscardHandler))
-			ctx, cancel := context.WithCancel(t.Context())
-			done := make(chan error)
-			go func() { done <- l.Run(ctx) }()
+			l, sup, clk, stop := runLabeler(t, "census_follower.json", client, "redis-1", nil, nil)
+			cfg := l.cfg
 			condition := func() (corev1.ConditionStatus, string) {
 				p, err := client.CoreV1().Pods("shop").Get(t.Context(), "redis-1", metav1.GetOptions{})
 				require.NoError(t, err)
@@ -561,8 +540,7 @@ func TestRingJoinedCondition(t *testing.T) {
 				require.Equal(t, corev1.ConditionFalse, st)
 				require.Equal(t, "Alone", reason)
 			}
-			cancel()
-			require.NoError(t, <-done)
+			stop()
 		})
 	}
 }

@@ -67,20 +67,7 @@ func (l *Labeler) keepRole(ctx context.Context) {
 			backoff = l.backoff()
 			group = g
 			joined.observe(ctx, c)
-			if g, ok := c.Groups[group]; ok {
-				q := QuorumOf(g)
-				l.metrics.quorum(group, q)
-				// Only an election needs a quorum: a standalone group's margin is not a warning.
-				if edge := q.Margin() <= 0 && g.ElectionStatus != ElectionNone; edge != atEdge {
-					atEdge = edge
-					if edge {
-						l.log.Warn("the service group's quorum is at its edge: losing one more alive member stops elections; depart the dead members",
-							"group", group, "alive", q.Alive, "suspect", q.Suspect, "confirmed", q.Confirmed, "margin", q.Margin(), "run", DepartCommands(g))
-					} else {
-						l.log.Info("the service group's quorum has a margin again", "group", group, "alive", q.Alive, "margin", q.Margin())
-					}
-				}
-			}
+			atEdge = l.watchQuorum(c, group, atEdge)
 		}
 		if want == patch.RoleLeader {
 			want = l.fenced(ctx, c, group, &blockedBy)
@@ -114,6 +101,27 @@ func (l *Labeler) keepRole(ctx context.Context) {
 		}
 		timer.Stop()
 	}
+}
+
+// watchQuorum exports the group's members by health and quorum margin, and says once,
+// each time it gets there, that the margin is 0 or less. It returns whether it is.
+func (l *Labeler) watchQuorum(c *Census, group string, atEdge bool) bool {
+	g, ok := c.Groups[group]
+	if !ok {
+		return atEdge
+	}
+	q := QuorumOf(g)
+	l.metrics.quorum(group, q)
+	// Only an election needs a quorum: a standalone group's margin is not a warning.
+	edge := q.Margin() <= 0 && g.ElectionStatus != ElectionNone
+	switch {
+	case edge && !atEdge:
+		l.log.Warn("the service group's quorum is at its edge: losing one more alive member stops elections; depart the dead members",
+			"group", group, "alive", q.Alive, "suspect", q.Suspect, "confirmed", q.Confirmed, "margin", q.Margin(), "run", DepartCommands(g))
+	case !edge && atEdge:
+		l.log.Info("the service group's quorum has a margin again", "group", group, "alive", q.Alive, "margin", q.Margin())
+	}
+	return edge
 }
 
 // fenced is the role to write when the census says leader: leader while the Lease is held

@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -348,7 +349,7 @@ func (r *Ring) scale(ctx context.Context, n int32) error {
 		}
 		ready := 0
 		for _, p := range pods {
-			if podReady(&p) {
+			if harness.PodReady(&p) {
 				ready++
 			}
 		}
@@ -426,15 +427,6 @@ func (r *Ring) pods(ctx context.Context, selector string) ([]corev1.Pod, error) 
 		}
 	}
 	return out, nil
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // claimsLeader: the Supervisor at ip has finished an election for redis.default that it won.
@@ -568,22 +560,17 @@ func (r *Ring) waitOK(ctx context.Context, timeout time.Duration) (time.Time, er
 	return time.Time{}, fmt.Errorf("not one ring with one leader after %s: %s", timeout, last)
 }
 
+// waitFor polls f every 250 ms until it succeeds; past timeout it returns f's last error.
 func waitFor(ctx context.Context, timeout time.Duration, f func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		last = f()
+		return last == nil, nil
+	})
+	if err != nil && last != nil {
+		return last
 	}
+	return err
 }
 
 // Tally counts the scenarios that ended in one ring with one leader in both habring modes

@@ -112,7 +112,7 @@ func waitForRing(ctx context.Context, client kubernetes.Interface, ns string, n 
 		leaders := 0
 		if err == nil {
 			for _, p := range list.Items {
-				if p.Status.PodIP != "" && p.DeletionTimestamp == nil && podReady(&p) {
+				if p.Status.PodIP != "" && p.DeletionTimestamp == nil && harness.PodReady(&p) {
 					ready = append(ready, p)
 					if p.Labels[patch.LabelRole] == patch.RoleLeader {
 						leaders++
@@ -136,15 +136,6 @@ func waitForRing(ctx context.Context, client kubernetes.Interface, ns string, n 
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // views asks every pod's Supervisor which members it holds alive; pods with the same view

@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/patch"
+	"github.com/habring/habring/test/harness"
 	"github.com/habring/habring/test/runner"
 )
 
@@ -122,7 +123,7 @@ func readyPods(t *testing.T, e *environment, ns, app string, n int, timeout time
 		require.NoError(c, err)
 		pods = pods[:0]
 		for _, p := range list.Items {
-			if p.DeletionTimestamp == nil && p.Status.PodIP != "" && isReady(&p) {
+			if p.DeletionTimestamp == nil && p.Status.PodIP != "" && harness.PodReady(&p) {
 				pods = append(pods, p)
 			}
 		}
@@ -165,15 +166,6 @@ func slicesOf(items []discoveryv1.EndpointSlice) []*discoveryv1.EndpointSlice {
 		out = append(out, &items[i])
 	}
 	return out
-}
-
-func isReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 func peers(p *corev1.Pod) []string {

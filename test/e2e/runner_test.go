@@ -12,6 +12,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/habring/habring/test/harness"
 )
 
 // The runner runs a pod as a kubelet would: env as stored, with $(VAR) expanded and the
@@ -52,7 +54,7 @@ sleep 600 & wait`
 			cs := p.Status.ContainerStatuses[0]
 			assert.Equal(c, restarts, cs.RestartCount)
 			assert.NotNil(c, cs.State.Running, "state %+v", cs.State)
-			assert.True(c, isReady(p), "pod Ready")
+			assert.True(c, harness.PodReady(p), "pod Ready")
 			got = p
 		}, time.Minute, 100*time.Millisecond)
 		return got

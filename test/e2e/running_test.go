@@ -277,7 +277,7 @@ func TestRingJoinedGateHoldsARollingUpdate(t *testing.T) {
 	require.EqualValues(t, 2, d.Status.AvailableReplicas, "the old pods keep serving")
 	p, err := e.client.CoreV1().Pods(ns).Get(t.Context(), stuck.Name, metav1.GetOptions{})
 	require.NoError(t, err)
-	require.False(t, isReady(p), "pod %s is Ready without having joined", p.Name)
+	require.False(t, harness.PodReady(p), "pod %s is Ready without having joined", p.Name)
 	t.Logf("rollout held: %s is %s (%s)", p.Name, condition(p, patch.ConditionRingJoined).Reason, condition(p, patch.ConditionRingJoined).Message)
 }
 

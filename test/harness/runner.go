@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/habring/habring/test/cluster"
 	"github.com/habring/habring/test/podnet"
 	"github.com/habring/habring/test/runner"
@@ -123,6 +125,16 @@ func Gateway[T any](ctx context.Context, ip, route string) (T, error) {
 		return v, fmt.Errorf("%s%s: HTTP %d", ip, route, resp.StatusCode)
 	}
 	return v, json.NewDecoder(resp.Body).Decode(&v)
+}
+
+// PodReady reports whether the pod's Ready condition is True.
+func PodReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // RingView is the Supervisor at ip's view of its ring: the addresses of the members it

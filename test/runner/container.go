@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 )
 
 type containerKind int
@@ -164,7 +165,7 @@ func (c *container) runOnce(ctx context.Context) (int, error) {
 	c.proc, c.exited = cmd.Process, exited
 	c.st.ContainerID = "runner://" + strconv.Itoa(cmd.Process.Pid)
 	c.st.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}
-	c.st.Started, c.st.Ready = ptrBool(false), false
+	c.st.Started, c.st.Ready = ptr.To(false), false
 	c.mu.Unlock()
 	c.p.markStatus()
 	go c.probe(exited)
@@ -187,7 +188,7 @@ func (c *container) runOnce(ctx context.Context) (int, error) {
 	}
 	c.st.State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: int32(code), Signal: int32(signal),
 		Reason: reason, StartedAt: startedAt, FinishedAt: metav1.Now(), ContainerID: c.st.ContainerID, Message: errText(werr)}}
-	c.st.Started, c.st.Ready = ptrBool(false), false
+	c.st.Started, c.st.Ready = ptr.To(false), false
 	c.mu.Unlock()
 	c.p.markStatus()
 	return code, nil
@@ -200,8 +201,6 @@ func errText(err error) string {
 	}
 	return err.Error()
 }
-
-func ptrBool(b bool) *bool { return &b }
 
 var errNoImage = errors.New("no program for this image")
 
@@ -351,7 +350,7 @@ func (c *container) probe(exited <-chan struct{}) {
 			}
 		}
 	}
-	c.update(func(s *corev1.ContainerStatus) { s.Started = ptrBool(true) })
+	c.update(func(s *corev1.ContainerStatus) { s.Started = ptr.To(true) })
 	c.startOnce.Do(func() { close(c.startedCh) })
 	rp := c.spec.ReadinessProbe
 	if rp == nil {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -203,10 +204,7 @@ func (r *Runner) Close() {
 		return
 	}
 	r.closed = true
-	pods := make([]*pod, 0, len(r.pods))
-	for _, p := range r.pods {
-		pods = append(pods, p)
-	}
+	pods := slices.Collect(maps.Values(r.pods))
 	r.mu.Unlock()
 	for _, p := range pods {
 		p.shutdown(5 * time.Second)
@@ -386,10 +384,7 @@ func (r *Runner) resolveNames(store cache.Store) {
 	}
 	r.mu.Lock()
 	r.names = names
-	pods := make([]*pod, 0, len(r.pods))
-	for _, p := range r.pods {
-		pods = append(pods, p)
-	}
+	pods := slices.Collect(maps.Values(r.pods))
 	r.mu.Unlock()
 	for _, p := range pods {
 		p.writeHosts()
@@ -400,11 +395,10 @@ func (r *Runner) resolveNames(store cache.Store) {
 func (r *Runner) stableNames() map[string]netip.Addr {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make(map[string]netip.Addr, len(r.names))
-	for k, v := range r.names {
-		out[k] = v
+	if r.names == nil {
+		return map[string]netip.Addr{}
 	}
-	return out
+	return maps.Clone(r.names)
 }
 
 // registerNode creates (or takes over) the node object: schedulable for pods that tolerate
