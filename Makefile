@@ -25,8 +25,9 @@ image: ## build the container image $(IMAGE) (needs a container engine: docker o
 	docker build -t $(IMAGE) .
 
 .PHONY: unit
-unit: ## unit, golden and fuzz-seed tests (fast, no cluster)
+unit: ## unit, golden and fuzz-seed tests (fast, no cluster), and the Helm chart's render and lint tests
 	$(GO) test -race -count=1 ./...
+	cd test/helm && $(GO) test -count=1 ./...
 
 .PHONY: cluster-build
 cluster-build: ## build the local control plane (first time ~15-25 min on 2 cores; cached after)
@@ -44,6 +45,7 @@ lint: ## golangci-lint (.golangci.yml), installed from the Go module proxy into 
 	  GOBIN=$(BIN)/.lint $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) && \
 	  mv $(BIN)/.lint/golangci-lint $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION); }
 	$(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION) run ./...
+	cd test/helm && $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION) run ./...
 
 .PHONY: test
 test: verify lint unit e2e ## everything CI runs: verify, lint, unit, golden, fuzz seeds, end-to-end
@@ -80,8 +82,9 @@ verify: ## fail on build output in git, gofmt, go vet, go mod tidy drift and sta
 	  if [ -n "$$big" ]; then echo "tracked files over 1 MiB outside testdata/ (build output does not belong in git; git rm --cached them and extend .gitignore):"; echo "$$big"; exit 1; fi
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	@$(GO) mod tidy; \
-	  if ! git diff --quiet -- go.mod go.sum; then git diff -- go.mod go.sum; echo "go mod tidy changed go.mod/go.sum: commit the result"; exit 1; fi
+	cd test/helm && $(GO) vet ./...
+	@$(GO) mod tidy && (cd test/helm && $(GO) mod tidy); \
+	  if ! git diff --quiet -- go.mod go.sum test/helm/go.mod test/helm/go.sum; then git diff -- go.mod go.sum test/helm/go.mod test/helm/go.sum; echo "go mod tidy changed go.mod/go.sum: commit the result"; exit 1; fi
 	$(GO) test -count=1 ./patch ./render -run TestGolden -update
 	@if ! git diff --quiet -- patch/testdata render/testdata; then git diff --stat -- patch/testdata render/testdata; echo "golden files are stale: read 'git diff patch/testdata render/testdata', then commit"; exit 1; fi
 

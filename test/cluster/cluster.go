@@ -201,6 +201,10 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		// kwok's.
 		"--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
 		"--allow-privileged=true",
+		// Webhooks and aggregated APIs behind a Service are called at an endpoint of it
+		// (this cluster has no kube-proxy to route a ClusterIP): a webhook that runs as a
+		// pod on the runner is reached at its pod IP on the bridge.
+		"--enable-aggregator-routing=true",
 		"--max-requests-inflight=1000", "--max-mutating-requests-inflight=500",
 	); err != nil {
 		return nil, err
