@@ -42,6 +42,24 @@ func Connect(path, userAgent string) (*Clients, error) {
 	if err != nil {
 		return nil, err
 	}
+	return connect(rc)
+}
+
+// ConnectAsKubectl builds the clients as kubectl finds its cluster: the kubeconfig at
+// path, else $KUBECONFIG, else ~/.kube/config, else the in-cluster config; kubeContext,
+// when set, picks the context.
+func ConnectAsKubectl(path, kubeContext, userAgent string) (*Clients, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = path
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("find the cluster: %w (pass --kubeconfig, set KUBECONFIG, or run in a pod)", err)
+	}
+	rc.UserAgent = userAgent
+	return connect(rc)
+}
+
+func connect(rc *rest.Config) (*Clients, error) {
 	kube, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)

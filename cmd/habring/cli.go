@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/habring/habring/check"
 	"github.com/habring/habring/labeler"
 	"github.com/habring/habring/render"
 	"github.com/habring/habring/webhook"
@@ -21,8 +22,12 @@ type runners struct {
 	webhook func(context.Context, webhook.Config, *slog.Logger) error
 	labeler func(context.Context, labeler.Config, *slog.Logger) error
 	render  func(context.Context, render.Config, io.Reader, io.Writer, *slog.Logger) error
-	stdin   io.Reader
-	stdout  io.Writer
+	check   func(context.Context, check.Config, io.Writer, *slog.Logger) error
+	// prog is how the user ran us: "habring", or "kubectl habring" for the kubectl plugin
+	// (the binary installed as kubectl-habring); empty means "habring".
+	prog   string
+	stdin  io.Reader
+	stdout io.Writer
 	// global, when set, installs the logger process-wide (client-go logs through klog);
 	// only main sets it, so parallel tests never share global state.
 	global func(*slog.Logger)
@@ -38,6 +43,7 @@ func commands() []command {
 	return []command{
 		{name: "webhook", summary: "serve the mutating admission webhook over TLS", usage: "habring webhook --tls-cert-file F --tls-key-file F --labeler-image IMAGE [flags]", flags: webhookFlags},
 		{name: "render", summary: "print the pods StatefulSet/Deployment manifests would create, as habring admits them", usage: "habring render -f FILE|- [--kubeconfig K] [flags]", flags: renderFlags},
+		{name: "check", summary: "check an installation and its rings, or say why one pod was (not) injected; exit 1 on any failure", usage: "habring check [--kubeconfig K] [--context C] [--namespace NS] [--pod NS/NAME]", flags: checkFlags},
 		{name: "labeler", summary: "sidecar: keep this pod's habitat.sh/role label equal to its Supervisor's election role", usage: "habring labeler [flags]  (pod name and namespace from HABRING_POD_NAME, HABRING_POD_NAMESPACE)", flags: labelerFlags},
 	}
 }
@@ -46,8 +52,15 @@ func commands() []command {
 // --help, 2 for a usage error, 1 when the command failed.
 func cli(ctx context.Context, args []string, stdout, stderr io.Writer, r runners) int {
 	cmds := commands()
+	prog := r.prog
+	if prog == "" {
+		prog = "habring"
+	}
+	for i := range cmds {
+		cmds[i].usage = prog + strings.TrimPrefix(cmds[i].usage, "habring")
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		topUsage(stdout, cmds)
+		topUsage(stdout, prog, cmds)
 		if len(args) == 0 {
 			return 2
 		}
@@ -55,11 +68,11 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer, r runners
 	}
 	i := slices.IndexFunc(cmds, func(c command) bool { return c.name == args[0] })
 	if i < 0 {
-		fmt.Fprintf(stderr, "habring: unknown command %q; run 'habring --help' for the list\n", args[0])
+		fmt.Fprintf(stderr, "%s: unknown command %q; run '%s --help' for the list\n", prog, args[0], prog)
 		return 2
 	}
 	c := cmds[i]
-	fs := flag.NewFlagSet("habring "+c.name, flag.ContinueOnError)
+	fs := flag.NewFlagSet(prog+" "+c.name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
@@ -77,12 +90,12 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer, r runners
 		return 2 // flag has printed the error and the usage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "habring %s: unexpected arguments %q; see 'habring %s --help'\n", c.name, fs.Args(), c.name)
+		fmt.Fprintf(stderr, "%s %s: unexpected arguments %q; see '%s %s --help'\n", prog, c.name, fs.Args(), prog, c.name)
 		return 2
 	}
 	log, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
-		fmt.Fprintf(stderr, "habring %s: %v\n", c.name, err)
+		fmt.Fprintf(stderr, "%s %s: %v\n", prog, c.name, err)
 		return 2
 	}
 	if r.global != nil {
@@ -91,10 +104,13 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer, r runners
 	if err := run(ctx, log); err != nil {
 		var usage usageError
 		if errors.As(err, &usage) {
-			fmt.Fprintf(stderr, "habring %s: %v\nSee 'habring %s --help'.\n", c.name, err, c.name)
+			fmt.Fprintf(stderr, "%s %s: %v\nSee '%s %s --help'.\n", prog, c.name, err, prog, c.name)
 			return 2
 		}
-		log.Error("habring "+c.name+" failed", "err", err)
+		if errors.Is(err, check.ErrChecksFailed) {
+			return 1 // the report on stdout says which and how to fix them
+		}
+		log.Error(prog+" "+c.name+" failed", "err", err)
 		return 1
 	}
 	return 0
@@ -105,13 +121,13 @@ type usageError struct{ error }
 
 func (e usageError) Unwrap() error { return e.error }
 
-func topUsage(w io.Writer, cmds []command) {
+func topUsage(w io.Writer, prog string, cmds []command) {
 	fmt.Fprintln(w, "habring runs Habitat Supervisor rings on Kubernetes: an admission webhook computes each pod's peers.")
-	fmt.Fprintln(w, "\nUsage: habring <command> [flags]\n\nCommands:")
+	fmt.Fprintf(w, "\nUsage: %s <command> [flags]\n\nCommands:\n", prog)
 	for _, c := range cmds {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'habring <command> --help' for a command's flags.")
+	fmt.Fprintf(w, "\nRun '%s <command> --help' for a command's flags.\n", prog)
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -192,5 +208,21 @@ func renderFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logger
 			return usageError{err}
 		}
 		return r.render(ctx, cfg, r.stdin, r.stdout, log)
+	}
+}
+
+func checkFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logger) error {
+	cfg := check.Defaults()
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: $KUBECONFIG, ~/.kube/config, then in-cluster, as kubectl")
+	fs.StringVar(&cfg.Context, "context", "", "kubeconfig context; empty: its current context")
+	fs.StringVar(&cfg.Namespace, "namespace", "", "check only this namespace and its rings; empty: every namespace the webhook selects")
+	fs.StringVar(&cfg.Pod, "pod", "", "namespace/name: say why this pod was or was not injected (the webhook's decision on the live state), instead of the checks")
+	fs.DurationVar(&cfg.MinCertValidity, "min-cert-validity", cfg.MinCertValidity, "fail when the serving certificate expires sooner than this")
+	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "bound on each network call: dialling the webhook, reading a Supervisor's census")
+	return func(ctx context.Context, log *slog.Logger) error {
+		if err := cfg.Validate(); err != nil {
+			return usageError{err}
+		}
+		return r.check(ctx, cfg, r.stdout, log)
 	}
 }

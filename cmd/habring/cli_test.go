@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/habring/habring/check"
 	"github.com/habring/habring/labeler"
 	"github.com/habring/habring/patch"
 	"github.com/habring/habring/render"
@@ -109,4 +111,43 @@ func TestRender(t *testing.T) {
 	errb.Reset()
 	require.Equal(t, 1, cli(t.Context(), []string{"render", "-f", "no-such-file.yaml"}, &out, &errb, r))
 	require.Contains(t, errb.String(), "no-such-file.yaml: no such file or directory")
+}
+
+func TestCheckFlags(t *testing.T) {
+	t.Parallel()
+	var got check.Config
+	var out, errb bytes.Buffer
+	r := runners{check: func(_ context.Context, c check.Config, _ io.Writer, _ *slog.Logger) error { got = c; return nil }}
+	code := cli(t.Context(), []string{"check", "--kubeconfig=k", "--context=c", "--namespace=shop", "--pod=shop/redis-0", "--min-cert-validity=24h"}, &out, &errb, r)
+	require.Equal(t, 0, code, errb.String())
+	want := check.Defaults()
+	want.Kubeconfig, want.Context, want.Namespace, want.Pod, want.MinCertValidity = "k", "c", "shop", "shop/redis-0", 24*time.Hour
+	require.Equal(t, want, got)
+
+	errb.Reset()
+	require.Equal(t, 2, cli(t.Context(), []string{"check", "--pod=redis-0"}, &out, &errb, r))
+	require.Contains(t, errb.String(), `--pod "redis-0": want namespace/name`)
+
+	// A failed check exits 1 without an error log: the report printed on stdout says it all.
+	errb.Reset()
+	r.check = func(context.Context, check.Config, io.Writer, *slog.Logger) error { return check.ErrChecksFailed }
+	require.Equal(t, 1, cli(t.Context(), []string{"check"}, &out, &errb, r))
+	require.Empty(t, errb.String())
+}
+
+// Installed as kubectl-habring, kubectl runs it as a plugin: every message names
+// "kubectl habring".
+func TestKubectlPlugin(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "kubectl habring", progName("/usr/local/bin/kubectl-habring"))
+	require.Equal(t, "habring", progName("./habring"))
+	var out, errb bytes.Buffer
+	r := runners{prog: progName("kubectl-habring")}
+	require.Equal(t, 0, cli(t.Context(), []string{"--help"}, &out, &errb, r))
+	require.Contains(t, out.String(), "Usage: kubectl habring <command> [flags]")
+	out.Reset()
+	require.Equal(t, 0, cli(t.Context(), []string{"check", "--help"}, &out, &errb, r))
+	require.Contains(t, out.String(), "Usage: kubectl habring check [--kubeconfig K]")
+	require.Equal(t, 2, cli(t.Context(), []string{"chek"}, &out, &errb, r))
+	require.Contains(t, errb.String(), `kubectl habring: unknown command "chek"; run 'kubectl habring --help' for the list`)
 }

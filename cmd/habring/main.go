@@ -1,15 +1,19 @@
-// Command habring is the Habitat ring webhook, its labeler sidecar and its offline
-// renderer, in one binary. See `habring --help`.
+// Command habring is the Habitat ring webhook, its labeler sidecar, its offline renderer
+// and its checks, in one binary. See `habring --help`. Installed as kubectl-habring on
+// PATH it is also a kubectl plugin: `kubectl habring check`.
 package main
 
 import (
 	"context"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	"k8s.io/klog/v2"
 
+	"github.com/habring/habring/check"
 	"github.com/habring/habring/labeler"
 	"github.com/habring/habring/render"
 	"github.com/habring/habring/webhook"
@@ -20,7 +24,16 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(cli(ctx, os.Args[1:], os.Stdout, os.Stderr, runners{
-		webhook: webhook.Run, labeler: labeler.Run, render: render.Run, stdin: os.Stdin, stdout: os.Stdout,
+		webhook: webhook.Run, labeler: labeler.Run, render: render.Run, check: check.Run, stdin: os.Stdin, stdout: os.Stdout,
+		prog:   progName(os.Args[0]),
 		global: klog.SetSlogLogger, // client-go logs through klog: one logger for everything
 	}))
+}
+
+// progName is "kubectl habring" when kubectl runs this binary as its plugin kubectl-habring.
+func progName(argv0 string) string {
+	if strings.TrimSuffix(filepath.Base(argv0), ".exe") == "kubectl-habring" {
+		return "kubectl habring"
+	}
+	return "habring"
 }

@@ -1,0 +1,318 @@
+package check
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	metadatafake "k8s.io/client-go/metadata/fake"
+	restclient "k8s.io/client-go/rest"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/ptr"
+
+	"github.com/habring/habring/patch"
+	"github.com/habring/habring/ring"
+	"github.com/habring/habring/test/pki"
+)
+
+// now is the checks' clock; the CAs of test/pki start at the real one.
+var now = time.Now().UTC().Truncate(time.Second)
+
+// serve runs a TLS listener on loopback presenting a certificate of ca for the webhook's
+// Service name, valid for validity from now; it returns its address.
+func serve(t *testing.T, ca *pki.CA, validity time.Duration) string {
+	t.Helper()
+	certPEM, keyPEM, err := ca.Issue([]string{"habring.habring-system.svc"}, now.Add(-time.Hour), validity+time.Hour)
+	require.NoError(t, err)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	require.NoError(t, err)
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.(*tls.Conn).Handshake()
+			_ = c.Close()
+		}
+	}()
+	return l.Addr().String()
+}
+
+type world struct {
+	objs []runtime.Object
+}
+
+// installed is habring as deploy/ installs it, its webhook answering at addr with a
+// caBundle of ca, and namespace shop opted in with a three-pod ring main.
+func installed(t *testing.T, ca *pki.CA, addr string) *world {
+	t.Helper()
+	host, portStr, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(portStr)
+	w := &world{}
+	w.objs = append(w.objs,
+		&admissionregistrationv1.MutatingWebhookConfiguration{
+			ObjectMeta: metav1.ObjectMeta{Name: "habring"},
+			Webhooks: []admissionregistrationv1.MutatingWebhook{{
+				Name: WebhookName,
+				ClientConfig: admissionregistrationv1.WebhookClientConfig{
+					Service:  &admissionregistrationv1.ServiceReference{Namespace: "habring-system", Name: "habring", Path: ptr.To("/mutate"), Port: ptr.To[int32](443)},
+					CABundle: ca.PEM,
+				},
+				FailurePolicy:  ptr.To(admissionregistrationv1.Fail),
+				TimeoutSeconds: ptr.To[int32](10),
+				NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: patch.LabelInject, Operator: metav1.LabelSelectorOpIn, Values: []string{"enabled"}},
+				}},
+			}},
+		},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "habring-system", Name: "habring"},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app.kubernetes.io/name": "habring"}, Ports: []corev1.ServicePort{{Name: "https", Port: 443}}}},
+		&discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: "habring-system", Name: "habring-abcde", Labels: map[string]string{discoveryv1.LabelServiceName: "habring"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To(int32(port))}},
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{host}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+		},
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "habring-labeler"}, Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "patch"}},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
+		}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{patch.LabelInject: "enabled"}}},
+		&appsv1.StatefulSet{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "redis", Annotations: map[string]string{patch.AnnotationRing: "main", patch.AnnotationTopology: "leader"}},
+			Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](3), ServiceName: "redis",
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "redis"}}},
+		},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "habring-labeler"},
+			RoleRef:  rbacv1.RoleRef{Kind: "ClusterRole", Name: "habring-labeler"},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "default", Namespace: "shop"}}},
+	)
+	for _, n := range []string{"habring-labeler-own-role-only", "habring-labeler-own-lease-only"} {
+		w.objs = append(w.objs, &admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: n}},
+			&admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: n}})
+	}
+	for i, role := range []string{patch.RoleLeader, patch.RoleFollower, patch.RoleFollower} {
+		w.objs = append(w.objs, ringPod(i, role, true))
+	}
+	return w
+}
+
+func ringPod(i int, role string, injected bool) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "redis-" + strconv.Itoa(i),
+			Labels:          map[string]string{"app": "redis", patch.LabelRing: "main", patch.LabelRole: role},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "redis", Controller: ptr.To(true)}}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "redis"}}, InitContainers: []corev1.Container{{Name: patch.LabelerContainerName}}},
+		Status: corev1.PodStatus{PodIP: "10.0.0." + strconv.Itoa(10+i),
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
+	}
+	if injected {
+		p.Annotations = map[string]string{patch.AnnotationStatus: patch.StatusInjected, patch.AnnotationPeers: "10.0.0.10"}
+	} else {
+		delete(p.Labels, patch.LabelRing)
+		delete(p.Labels, patch.LabelRole)
+		p.Spec.InitContainers = nil
+	}
+	return p
+}
+
+func (w *world) checker(t *testing.T) *Checker {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	require.NoError(t, metav1.AddMetaToScheme(scheme))
+	cfg := Defaults()
+	cfg.Timeout = 2 * time.Second
+	return &Checker{
+		Clients: &ring.Clients{Kube: fake.NewClientset(w.objs...), Meta: metadatafake.NewSimpleMetadataClient(scheme), Host: "https://test"},
+		Config:  cfg,
+		Now:     func() time.Time { return now },
+	}
+}
+
+func run(t *testing.T, c *Checker) (string, *Report) {
+	t.Helper()
+	r, err := c.Check(context.Background())
+	require.NoError(t, err)
+	var b bytes.Buffer
+	require.NoError(t, r.Write(&b))
+	t.Log("\n" + b.String())
+	return b.String(), r
+}
+
+func failures(r *Report) []string {
+	var out []string
+	for _, res := range r.Results {
+		if res.Status == Fail {
+			out = append(out, res.Message)
+		}
+	}
+	return out
+}
+
+func TestNotInstalled(t *testing.T) {
+	out, r := run(t, (&world{}).checker(t))
+	require.Equal(t, 1, r.Failed())
+	require.Contains(t, out, "× no MutatingWebhookConfiguration has the webhook inject.habring.habitat.sh: habring is not installed\n    helm upgrade --install habring")
+	require.Contains(t, out, "Status check results are × (1 failed, 0 warnings)")
+}
+
+func TestHealthyInstall(t *testing.T) {
+	ca, err := pki.NewCA("habring-ca", 24*time.Hour*365)
+	require.NoError(t, err)
+	addr := serve(t, ca, 90*24*time.Hour)
+	out, r := run(t, installed(t, ca, addr).checker(t))
+	require.Empty(t, failures(r))
+	for _, want := range []string{
+		"habring-install\n---------------\n✓ MutatingWebhookConfiguration habring has the webhook inject.habring.habitat.sh\n",
+		"✓ Service habring-system/habring has 1 ready endpoints (" + addr + ")\n",
+		"✓ the caBundle verifies the serving certificate presented at " + addr + " for habring.habring-system.svc\n",
+		"✓ failurePolicy Fail, timeoutSeconds 10\n",
+		"✓ the webhook selects namespaces where habitat.sh/inject in (enabled)\n",
+		"✓ labeler ClusterRole habring-labeler\n",
+		"✓ labeler policies habring-labeler-own-role-only, habring-labeler-own-lease-only, bound\n",
+		"namespace shop\n--------------\n✓ RoleBinding habring-labeler binds habring-labeler to service account default, whose pods run the labeler\n",
+		"✓ ring main: 3 pods injected, 3 ready, 0 ready members in its EndpointSlices\n",
+		"- ring main: service groups not checked: no Supervisor census through the API server's pod proxy",
+		"✓ ring main, StatefulSet redis: one pod labelled leader, redis-0\n",
+		"Status check results are ✓\n",
+	} {
+		require.Contains(t, out, want)
+	}
+}
+
+func TestBrokenInstalls(t *testing.T) {
+	ca, err := pki.NewCA("habring-ca", 24*time.Hour*365)
+	require.NoError(t, err)
+	other, err := pki.NewCA("someone-else", 24*time.Hour*365)
+	require.NoError(t, err)
+	tests := map[string]struct {
+		change func(w *world, ca *pki.CA) *pki.CA // returns the CA signing the served certificate
+		valid  time.Duration
+		want   []string
+	}{
+		"a caBundle of another CA": {
+			change: func(_ *world, _ *pki.CA) *pki.CA { return other }, valid: 90 * 24 * time.Hour,
+			want: []string{"the caBundle does not verify the serving certificate presented at"},
+		},
+		"an expiring certificate": {
+			valid: 48 * time.Hour,
+			want:  []string{"the serving certificate expires in 48h0m0s (at " + now.Add(48*time.Hour).Format(time.RFC3339) + "), under --min-cert-validity 168h0m0s"},
+		},
+		"two leaders and no RoleBinding": {
+			change: func(w *world, ca *pki.CA) *pki.CA {
+				var objs []runtime.Object
+				for _, o := range w.objs {
+					if p, ok := o.(*corev1.Pod); ok && p.Name == "redis-2" {
+						p.Labels[patch.LabelRole] = patch.RoleLeader
+					}
+					if _, ok := o.(*rbacv1.RoleBinding); !ok {
+						objs = append(objs, o)
+					}
+				}
+				w.objs = objs
+				return ca
+			},
+			valid: 90 * 24 * time.Hour,
+			want: []string{
+				"service account default runs the labeler sidecar in shop but no RoleBinding grants it habring-labeler: the leader is never labelled",
+				"ring main, StatefulSet redis: 2 pods labelled habitat.sh/role=leader (redis-0, redis-2): a Service selecting the leader sends writes to more than one",
+			},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			signer := ca
+			w := &world{}
+			if tc.change != nil {
+				// The webhook serves a certificate of signer; the caBundle stays ca's.
+				probe := installed(t, ca, "127.0.0.1:1")
+				signer = tc.change(probe, ca)
+			}
+			addr := serve(t, signer, tc.valid)
+			w = installed(t, ca, addr)
+			if tc.change != nil {
+				tc.change(w, ca)
+			}
+			_, r := run(t, w.checker(t))
+			fails := strings.Join(failures(r), "\n")
+			for _, want := range tc.want {
+				require.Contains(t, fails, want)
+			}
+			require.Len(t, failures(r), len(tc.want), fails)
+		})
+	}
+}
+
+func TestExplainPod(t *testing.T) {
+	ca, err := pki.NewCA("habring-ca", 24*time.Hour*365)
+	require.NoError(t, err)
+	w := installed(t, ca, "127.0.0.1:1")
+	w.objs = append(w.objs, ringPod(3, "", false),
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere"}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "elsewhere", Name: "p"}})
+	c := w.checker(t)
+	explain := func(ns, name string) string {
+		r, err := c.ExplainPod(context.Background(), ns, name)
+		require.NoError(t, err)
+		var b bytes.Buffer
+		require.NoError(t, r.Write(&b))
+		return b.String()
+	}
+	require.Contains(t, explain("shop", "redis-0"), "✓ injected by habring into ring main, peers 10.0.0.10")
+	out := explain("shop", "redis-3")
+	require.Contains(t, out, "× not injected: the webhook would inject it now (peers redis-0.redis.shop.svc.cluster.local,")
+	require.Contains(t, out, "    kubectl -n shop delete pod redis-3")
+	require.Contains(t, explain("elsewhere", "p"), "× not injected: namespace elsewhere is not selected by the webhook (habitat.sh/inject in (enabled))\n    kubectl label namespace elsewhere habitat.sh/inject=enabled")
+	require.Contains(t, explain("shop", "nope"), "× pod shop/nope does not exist")
+}
+
+// rawResponse is what the fake clientset's pod proxy returns: a Supervisor's /census.
+type rawResponse []byte
+
+func (b rawResponse) DoRaw(context.Context) ([]byte, error) { return b, nil }
+func (b rawResponse) Stream(context.Context) (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+// With a census read through the pod proxy, the ring's service groups are checked: a
+// dead member counting against quorum fails with its depart command, the leader label is
+// counted among the group's members.
+func TestRingCensus(t *testing.T) {
+	ca, err := pki.NewCA("habring-ca", 24*time.Hour*365)
+	require.NoError(t, err)
+	c := installed(t, ca, serve(t, ca, 90*24*time.Hour)).checker(t)
+	census := `{"local_member_id":"m0","census_groups":{"redis.default":{"election_status":"ElectionFinished","leader_id":"m0","population":{
+		"m0":{"alive":true,"sys":{"ip":"10.0.0.10"}},
+		"m1":{"alive":true,"sys":{"ip":"10.0.0.11"}},
+		"m2":{"alive":true,"sys":{"ip":"10.0.0.12"}},
+		"deadbeef":{"confirmed":true,"sys":{"ip":"10.0.0.99"}}}}}}`
+	var asked []string
+	c.Clients.Kube.(*fake.Clientset).AddProxyReactor("pods", func(a k8stesting.Action) (bool, restclient.ResponseWrapper, error) {
+		asked = append(asked, a.(k8stesting.ProxyGetAction).GetName()+":"+a.(k8stesting.ProxyGetAction).GetPort()+"/"+a.(k8stesting.ProxyGetAction).GetPath())
+		return true, rawResponse(census), nil
+	})
+	out, r := run(t, c)
+	require.Equal(t, []string{"redis-0:9631/census"}, asked)
+	require.Equal(t, []string{"ring main, group redis.default: 1 dead members still count against its quorum (margin 0; 3 alive) until they depart or for 72 hours"}, failures(r))
+	require.Contains(t, out, "    hab sup depart deadbeef\n")
+	require.Contains(t, out, "✓ ring main, group redis.default: one pod labelled leader, redis-0\n")
+}

@@ -1,0 +1,368 @@
+package check
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
+)
+
+// install is what the installation checks found, for the namespace checks.
+type install struct {
+	config *admissionregistrationv1.MutatingWebhookConfiguration
+	hook   admissionregistrationv1.MutatingWebhook
+	// namespaces selects the namespaces whose pods the webhook sees.
+	namespaces labels.Selector
+	// labelerRole is the labeler's ClusterRole: <configuration name>-labeler.
+	labelerRole string
+}
+
+const reinstall = "helm upgrade --install habring deploy/helm/habring -n habring-system --create-namespace\n(or kubectl apply -k deploy/ with cert-manager installed)"
+
+// installations finds every MutatingWebhookConfiguration with habring's webhook.
+func (c *Checker) installations(ctx context.Context) ([]*install, error) {
+	list, err := c.Clients.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list MutatingWebhookConfigurations on %s: %w (this check needs cluster-wide read access)", c.Clients.Host, err)
+	}
+	var found []*install
+	for i := range list.Items {
+		for _, h := range list.Items[i].Webhooks {
+			if h.Name != WebhookName {
+				continue
+			}
+			inst := &install{config: &list.Items[i], hook: h, labelerRole: list.Items[i].Name + "-labeler", namespaces: labels.Nothing()}
+			if sel, err := metav1.LabelSelectorAsSelector(h.NamespaceSelector); err == nil {
+				inst.namespaces = sel
+			}
+			found = append(found, inst)
+		}
+	}
+	return found, nil
+}
+
+// installation is the first installation found, or nil when habring is not installed.
+func (c *Checker) installation(ctx context.Context) (*install, error) {
+	found, err := c.installations(ctx)
+	if err != nil || len(found) == 0 {
+		return nil, err
+	}
+	return found[0], nil
+}
+
+func (c *Checker) checkInstall(ctx context.Context, r *Report) (*install, error) {
+	r.Section("habring-install")
+	found, err := c.installations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(found) == 0 {
+		r.Fail(reinstall, "no MutatingWebhookConfiguration has the webhook %s: habring is not installed", WebhookName)
+		return nil, nil
+	}
+	inst := found[0]
+	r.Pass("MutatingWebhookConfiguration %s has the webhook %s", inst.config.Name, WebhookName)
+	if len(found) > 1 {
+		var names []string
+		for _, f := range found[1:] {
+			names = append(names, f.config.Name)
+		}
+		r.Warn("uninstall all but one: helm uninstall <release> -n <namespace>, or kubectl delete mutatingwebhookconfiguration <name>",
+			"%d installations of habring (also %s): each injects the pods the others do; checked %s", len(found), strings.Join(names, ", "), inst.config.Name)
+	}
+
+	target, secretRef := c.checkEndpoints(ctx, r, inst)
+	c.checkCertificate(ctx, r, inst, target, secretRef)
+
+	h := inst.hook
+	timeout := ptr.Deref(h.TimeoutSeconds, 10)
+	if fp := ptr.Deref(h.FailurePolicy, admissionregistrationv1.Fail); fp == admissionregistrationv1.Fail {
+		r.Pass("failurePolicy Fail, timeoutSeconds %d", timeout)
+	} else {
+		r.Warn("helm upgrade habring deploy/helm/habring --reuse-values --set webhook.failurePolicy=Fail",
+			"failurePolicy %s: a ring pod created while habring is unreachable starts a ring of its own (split brain)", fp)
+	}
+	if _, err := metav1.LabelSelectorAsSelector(h.NamespaceSelector); err != nil {
+		r.Fail(reinstall, "namespaceSelector of %s does not parse: %v", inst.config.Name, err)
+		return nil, nil
+	}
+	r.Pass("the webhook selects namespaces where %s", selectorString(inst.namespaces))
+
+	c.checkLabelerRBAC(ctx, r, inst)
+	return inst, nil
+}
+
+func selectorString(s labels.Selector) string {
+	if s.Empty() {
+		return "(every namespace)"
+	}
+	return s.String()
+}
+
+// checkEndpoints checks that the webhook has somewhere to be called: the Service and its
+// ready endpoints. It returns an address to dial for the serving certificate, and the
+// Secret the webhook's pods mount their certificate from, when it can tell.
+func (c *Checker) checkEndpoints(ctx context.Context, r *Report, inst *install) (target string, secret *corev1.SecretReference) {
+	cc := inst.hook.ClientConfig
+	if cc.Service == nil {
+		if cc.URL == nil {
+			r.Fail(reinstall, "webhook %s has neither a Service nor a URL", WebhookName)
+			return "", nil
+		}
+		u, err := url.Parse(*cc.URL)
+		if err != nil {
+			r.Fail(reinstall, "webhook URL %q does not parse: %v", *cc.URL, err)
+			return "", nil
+		}
+		r.Pass("the webhook is called at the URL %s", *cc.URL)
+		host := u.Host
+		if u.Port() == "" {
+			host = net.JoinHostPort(u.Hostname(), "443")
+		}
+		return host, nil
+	}
+	s := cc.Service
+	ref := s.Namespace + "/" + s.Name
+	svc, err := c.Clients.Kube.CoreV1().Services(s.Namespace).Get(ctx, s.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		r.Fail(reinstall, "the webhook's Service %s does not exist: every pod creation it selects fails", ref)
+		return "", nil
+	}
+	if err != nil {
+		r.Fail("check access: kubectl auth can-i get services -n "+s.Namespace, "read Service %s: %v", ref, err)
+		return "", nil
+	}
+	port := ptr.Deref(s.Port, 443)
+	portName := ""
+	for _, p := range svc.Spec.Ports {
+		if p.Port == port {
+			portName = p.Name
+		}
+	}
+	eps, err := c.Clients.Kube.DiscoveryV1().EndpointSlices(s.Namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + s.Name})
+	if err != nil {
+		r.Fail("check access: kubectl auth can-i list endpointslices -n "+s.Namespace, "list the EndpointSlices of Service %s: %v", ref, err)
+		return "", nil
+	}
+	var ready []string
+	for _, es := range eps.Items {
+		var epPort int32
+		for _, p := range es.Ports {
+			if ptr.Deref(p.Name, "") == portName && p.Port != nil {
+				epPort = *p.Port
+			}
+		}
+		for _, ep := range es.Endpoints {
+			if ptr.Deref(ep.Conditions.Ready, false) && epPort != 0 && len(ep.Addresses) > 0 {
+				ready = append(ready, net.JoinHostPort(ep.Addresses[0], strconv.Itoa(int(epPort))))
+			}
+		}
+	}
+	fix := fmt.Sprintf("kubectl -n %s get pods -l %s; kubectl -n %s describe pods -l %s",
+		s.Namespace, labels.Set(svc.Spec.Selector), s.Namespace, labels.Set(svc.Spec.Selector))
+	if len(ready) == 0 {
+		r.Fail(fix, "Service %s has no ready endpoint on port %d: pod creations the webhook selects fail until one is ready", ref, port)
+	} else {
+		slices.Sort(ready)
+		r.Pass("Service %s has %d ready endpoints (%s)", ref, len(ready), strings.Join(ready, ", "))
+		target = ready[0]
+	}
+	return target, c.servingSecret(ctx, svc)
+}
+
+// servingSecret is the Secret the Service's pods mount at the webhook's certificate path.
+func (c *Checker) servingSecret(ctx context.Context, svc *corev1.Service) *corev1.SecretReference {
+	if len(svc.Spec.Selector) == 0 {
+		return nil
+	}
+	pods, err := c.Clients.Kube.CoreV1().Pods(svc.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set(svc.Spec.Selector).String(), Limit: 1})
+	if err != nil || len(pods.Items) == 0 {
+		return nil
+	}
+	p := pods.Items[0]
+	for _, ctr := range p.Spec.Containers {
+		for _, m := range ctr.VolumeMounts {
+			for _, v := range p.Spec.Volumes {
+				if v.Name == m.Name && v.Secret != nil && slices.ContainsFunc(ctr.Args, func(a string) bool {
+					return strings.HasPrefix(a, "--tls-cert-file="+strings.TrimSuffix(m.MountPath, "/")+"/")
+				}) {
+					return &corev1.SecretReference{Namespace: p.Namespace, Name: v.Secret.SecretName}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// checkCertificate checks that the caBundle verifies the certificate the webhook serves
+// (as presented at target, or else as in its Secret) and that it is not about to expire.
+func (c *Checker) checkCertificate(ctx context.Context, r *Report, inst *install, target string, secret *corev1.SecretReference) {
+	cc := inst.hook.ClientConfig
+	caFix := "cert-manager: kubectl -n cert-manager logs deploy/cert-manager-cainjector (it fills caBundle from cert-manager.io/inject-ca-from)\n" +
+		"without cert-manager: helm upgrade habring deploy/helm/habring --reuse-values --set-file tls.caBundle=<CA PEM file>"
+	pool := x509.NewCertPool()
+	if len(cc.CABundle) == 0 {
+		r.Fail(caFix, "the webhook's caBundle is empty: the API server cannot trust habring, and every pod creation it selects fails")
+		return
+	}
+	if !pool.AppendCertsFromPEM(cc.CABundle) {
+		r.Fail(caFix, "the webhook's caBundle holds no PEM certificate")
+		return
+	}
+	r.Pass("the webhook's caBundle holds a CA certificate")
+
+	serverName := ""
+	if cc.Service != nil {
+		serverName = cc.Service.Name + "." + cc.Service.Namespace + ".svc"
+	} else if u, err := url.Parse(ptr.Deref(cc.URL, "")); err == nil {
+		serverName = u.Hostname()
+	}
+	chain, where, err := c.presented(ctx, target, serverName)
+	if err != nil && secret != nil {
+		chain, where, err = c.fromSecret(ctx, *secret, err)
+	}
+	if err != nil {
+		r.Skip("serving certificate not checked: %v", err)
+		return
+	}
+	leaf := chain[0]
+	inter := x509.NewCertPool()
+	for _, ic := range chain[1:] {
+		inter.AddCert(ic)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: serverName, CurrentTime: c.Now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		r.Fail(caFix, "the caBundle does not verify the serving certificate %s for %s: %v", where, serverName, err)
+	} else {
+		r.Pass("the caBundle verifies the serving certificate %s for %s", where, serverName)
+	}
+	left := leaf.NotAfter.Sub(c.Now())
+	certFix := "cert-manager: kubectl -n " + leafNamespace(cc) + " describe certificate (is it Ready? renewal failing?)\n" +
+		"without cert-manager: replace the Secret's tls.crt and tls.key; the webhook reloads them"
+	switch {
+	case left <= 0:
+		r.Fail(certFix, "the serving certificate expired at %s", leaf.NotAfter.UTC().Format(time.RFC3339))
+	case left < c.Config.MinCertValidity:
+		r.Fail(certFix, "the serving certificate expires in %s (at %s), under --min-cert-validity %s", left.Round(time.Minute), leaf.NotAfter.UTC().Format(time.RFC3339), c.Config.MinCertValidity)
+	default:
+		r.Pass("the serving certificate is valid until %s (%d days)", leaf.NotAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
+	}
+}
+
+func leafNamespace(cc admissionregistrationv1.WebhookClientConfig) string {
+	if cc.Service != nil {
+		return cc.Service.Namespace
+	}
+	return "<namespace>"
+}
+
+// presented dials target and returns the chain the webhook presents for serverName.
+func (c *Checker) presented(ctx context.Context, target, serverName string) ([]*x509.Certificate, string, error) {
+	if target == "" {
+		return nil, "", fmt.Errorf("no endpoint to dial")
+	}
+	d := tls.Dialer{Config: &tls.Config{ServerName: serverName, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}} //nolint:gosec // verified below against the caBundle, as the API server does
+	dctx, cancel := context.WithTimeout(ctx, c.Config.Timeout)
+	defer cancel()
+	conn, err := d.DialContext(dctx, "tcp", target)
+	if err != nil {
+		return nil, "", fmt.Errorf("dial %s: %w", target, err)
+	}
+	defer func() { _ = conn.Close() }()
+	chain := conn.(*tls.Conn).ConnectionState().PeerCertificates
+	if len(chain) == 0 {
+		return nil, "", fmt.Errorf("%s presented no certificate", target)
+	}
+	return chain, "presented at " + target, nil
+}
+
+// fromSecret reads the serving certificate from the webhook's Secret, when it cannot be
+// dialled from here (habring check runs outside the cluster's network).
+func (c *Checker) fromSecret(ctx context.Context, ref corev1.SecretReference, dialErr error) ([]*x509.Certificate, string, error) {
+	s, err := c.Clients.Kube.CoreV1().Secrets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, "", fmt.Errorf("%w; and read Secret %s/%s: %w", dialErr, ref.Namespace, ref.Name, err)
+	}
+	var chain []*x509.Certificate
+	rest := s.Data[corev1.TLSCertKey]
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if cert, err := x509.ParseCertificate(b.Bytes); err == nil {
+			chain = append(chain, cert)
+		}
+	}
+	if len(chain) == 0 {
+		return nil, "", fmt.Errorf("%w; and Secret %s/%s has no certificate in tls.crt", dialErr, ref.Namespace, ref.Name)
+	}
+	return chain, fmt.Sprintf("in Secret %s/%s (not reachable from here: %v)", ref.Namespace, ref.Name, dialErr), nil
+}
+
+func (c *Checker) checkLabelerRBAC(ctx context.Context, r *Report, inst *install) {
+	kube := c.Clients.Kube
+	role, err := kube.RbacV1().ClusterRoles().Get(ctx, inst.labelerRole, metav1.GetOptions{})
+	switch {
+	case err != nil:
+		r.Fail(reinstall+"\n(Helm: labeler.rbac=true)", "labeler ClusterRole %s: %v", inst.labelerRole, reason(err))
+	case !grants(role.Rules, "", "pods", "patch") || !grants(role.Rules, "coordination.k8s.io", "leases", "update"):
+		r.Fail(reinstall, "labeler ClusterRole %s does not grant patch on pods and update on leases: the labeler cannot label its pod", inst.labelerRole)
+	default:
+		r.Pass("labeler ClusterRole %s", inst.labelerRole)
+	}
+	var missing []string
+	var names []string
+	for _, suffix := range []string{"-labeler-own-role-only", "-labeler-own-lease-only"} {
+		name := inst.config.Name + suffix
+		names = append(names, name)
+		if _, err := kube.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, name, metav1.GetOptions{}); err != nil {
+			missing = append(missing, "ValidatingAdmissionPolicy "+name+": "+reason(err))
+		}
+		if _, err := kube.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Get(ctx, name, metav1.GetOptions{}); err != nil {
+			missing = append(missing, "ValidatingAdmissionPolicyBinding "+name+": "+reason(err))
+		}
+	}
+	if len(missing) > 0 {
+		r.Fail(reinstall+"\n(Helm: labeler.policy=true)", "labeler policy incomplete, a ring pod's credentials could change more than its own role label: %s", strings.Join(missing, "; "))
+		return
+	}
+	r.Pass("labeler policies %s, bound", strings.Join(names, ", "))
+}
+
+func reason(err error) string {
+	if apierrors.IsNotFound(err) {
+		return "not found"
+	}
+	return err.Error()
+}
+
+func grants(rules []rbacv1.PolicyRule, group, resource, verb string) bool {
+	for _, r := range rules {
+		if matches(r.APIGroups, group) && matches(r.Resources, resource) && matches(r.Verbs, verb) {
+			return true
+		}
+	}
+	return false
+}
+
+func matches(list []string, v string) bool {
+	return slices.Contains(list, v) || slices.Contains(list, "*")
+}
