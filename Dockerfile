@@ -1,17 +1,23 @@
-# One image for `habring webhook` and `habring labeler` (the sidecar runs the webhook's
-# own image: deploy/ copies the image reference into --labeler-image).
-#   make image                       (docker build, or any OCI builder reading this file)
+# The same image `make image` writes without a container engine (tools/image): one static
+# habring on an empty base, user 65532, the OCI labels. For those who build with an engine:
+#   make docker-image   (docker build --build-arg VERSION=... --build-arg REVISION=...)
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 # .dockerignore keeps tests, examples and build output out of the context.
 COPY . .
-# Static, no cgo: runs on distroless/static with no libc.
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/habring ./cmd/habring
+# Static, no cgo: runs on an empty base with no libc; the flags are tools/image's.
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -buildid=" -o /out/habring ./cmd/habring
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM scratch
+ARG VERSION=dev
+ARG REVISION=unknown
+LABEL org.opencontainers.image.source="https://github.com/habring/habring" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.title="habring"
 COPY --from=build /out/habring /habring
-# 65532:65532, as deploy/ and the labeler's securityContext expect.
+# 65532:65532, as deploy/, the chart and the labeler's securityContext expect.
 USER 65532:65532
 ENTRYPOINT ["/habring"]
