@@ -16,13 +16,19 @@ build: ## build bin/habring
 	$(GO) build -trimpath -o $(BIN)/habring ./cmd/habring
 
 .PHONY: build-static
-build-static: ## the Dockerfile's build: static, no cgo (runs on distroless/static)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/habring-static ./cmd/habring
+build-static: ## the image's build for this machine: static, no cgo (runs on an empty base)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -buildid=" -o $(BIN)/habring-static ./cmd/habring
+
+IMAGE_REPO ?= ghcr.io/habring/habring
 
 .PHONY: image
-image: ## build the container image $(IMAGE) (needs a container engine: docker or podman)
-	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make image needs a running docker (or podman as docker); this machine has none. make build-static checks the same build."; exit 1; }
-	docker build -t $(IMAGE) .
+image: ## bin/habring.oci.tar: the multi-arch image (linux/amd64, linux/arm64) as an OCI layout tar, no container engine needed (IMAGEFLAGS=--help)
+	$(GO) run ./tools/image --out $(BIN)/habring.oci.tar --repository $(IMAGE_REPO) $(IMAGEFLAGS)
+
+.PHONY: docker-image
+docker-image: ## the same content with docker build, tagged $(IMAGE) (needs docker or podman as docker)
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "docker-image needs a running docker; make image builds the same image without one"; exit 1; }
+	docker build --build-arg VERSION=$$(git describe --tags --always --dirty) --build-arg REVISION=$$(git rev-parse HEAD) -t $(IMAGE) .
 
 .PHONY: unit
 unit: ## unit, golden and fuzz-seed tests (fast, no cluster), and the Helm chart's render and lint tests
@@ -34,8 +40,9 @@ cluster-build: ## build the local control plane (first time ~15-25 min on 2 core
 	$(GO) run ./test/cluster/cmd/localcluster -build-only
 
 .PHONY: e2e
-e2e: cluster-build ## end-to-end tests on a real kube-apiserver, controller-manager, scheduler and etcd
+e2e: cluster-build ## end-to-end tests on a real kube-apiserver, controller-manager, scheduler and etcd; then the Helm chart installed on one
 	HABRING_E2E=1 $(GO) test -count=1 -v -timeout 60m ./test/e2e
+	cd test/helm && HABRING_E2E=1 $(GO) test -count=1 -v -timeout 20m -run TestInstall ./...
 
 GOLANGCI_LINT_VERSION := v2.15.0
 

@@ -1,0 +1,227 @@
+package helm
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/kube"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/habring/habring/patch"
+	"github.com/habring/habring/test/cluster"
+	"github.com/habring/habring/test/harness"
+	"github.com/habring/habring/test/pki"
+	"github.com/habring/habring/test/podnet"
+	"github.com/habring/habring/test/runner"
+)
+
+const release, releaseNS = "habring", "habring-system"
+
+// TestInstall installs the chart with the Helm SDK, as `helm install --wait` does, on a
+// local control plane whose runner node runs the webhook's pods: the API server reaches
+// the webhook through its Service, and the example ring (six Supervisors and their
+// labelers, also on the runner) is admitted through it. `habring check` is asked before
+// the install (fails, names the missing webhook configuration), on the healthy install
+// (passes), with two pods of one service group labelled leader and with a broken caBundle
+// (each fails, naming it).
+func TestInstall(t *testing.T) {
+	if os.Getenv("HABRING_E2E") == "" {
+		t.Skip("set HABRING_E2E=1 (make e2e) to start a local control plane")
+	}
+	ctx := t.Context()
+	dir, err := os.MkdirTemp("", "habring-helm-e2e-")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("cluster, runner and container logs kept in %s", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
+	bridge, err := harness.PodNetwork(ctx, os.Stdout)
+	if errors.Is(err, podnet.ErrUnsupported) {
+		t.Skipf("the webhook's pods cannot run here: %v", err)
+	}
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = bridge.Close(context.Background()) })
+	c, err := cluster.Start(ctx, cluster.Options{Dir: filepath.Join(dir, "cluster"), ControllerQPS: 100,
+		APIServerAddresses: []string{bridge.Gateway.String()}})
+	require.NoError(t, err)
+	t.Cleanup(c.Stop)
+	client, err := kubernetes.NewForConfig(c.Config)
+	require.NoError(t, err)
+	habring := filepath.Join(dir, "habring")
+	require.NoError(t, harness.BuildHabring(ctx, habring))
+	run, err := harness.StartRunner(ctx, c, bridge, dir, habring)
+	require.NoError(t, err)
+	t.Cleanup(run.Close)
+
+	check := func(args ...string) (string, int) {
+		cmd := exec.CommandContext(ctx, habring, append([]string{"check", "--kubeconfig=" + c.Kubeconfig, "--timeout=3s"}, args...)...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		t.Logf("habring check %s:\n%s", strings.Join(args, " "), out.String())
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return out.String(), exit.ExitCode()
+		}
+		require.NoError(t, err)
+		return out.String(), 0
+	}
+	out, code := check()
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "× no MutatingWebhookConfiguration has the webhook inject.habring.habitat.sh: habring is not installed")
+
+	// Without cert-manager: the serving certificate in a Secret, its CA as the caBundle.
+	_, err = client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: releaseNS,
+		Annotations: runner.NamespaceAnnotations()}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	ca, err := pki.NewCA("habring-ca", 60*24*time.Hour)
+	require.NoError(t, err)
+	crt, key, err := ca.Issue([]string{release + "." + releaseNS + ".svc"}, time.Now().Add(-time.Minute), 30*24*time.Hour)
+	require.NoError(t, err)
+	_, err = client.CoreV1().Secrets(releaseNS).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "habring-tls"},
+		Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	flags := genericclioptions.NewConfigFlags(false)
+	flags.KubeConfig, flags.Namespace = &c.Kubeconfig, ptrTo(releaseNS)
+	cfg := action.NewConfiguration()
+	require.NoError(t, cfg.Init(flags, releaseNS, "secret"))
+	in := action.NewInstall(cfg)
+	in.ReleaseName, in.Namespace = release, releaseNS
+	in.WaitStrategy, in.Timeout = kube.StatusWatcherStrategy, 3*time.Minute
+	start := time.Now()
+	_, err = in.RunWithContext(ctx, loadChart(t), map[string]any{
+		"image":       map[string]any{"repository": harness.LabelerImageRepo, "tag": "local"},
+		"certManager": map[string]any{"enabled": false},
+		"tls":         map[string]any{"existingSecret": "habring-tls", "caBundle": string(ca.PEM)},
+		"extraArgs":   []any{"--log-level=debug"},
+	})
+	if err != nil {
+		pods, _ := client.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{})
+		for _, p := range pods.Items {
+			t.Logf("pod %s on %q: %s %+v", p.Name, p.Spec.NodeName, p.Status.Phase, p.Status.Conditions)
+		}
+		evs, _ := client.CoreV1().Events(releaseNS).List(ctx, metav1.ListOptions{})
+		for _, ev := range evs.Items {
+			t.Logf("event %s %s: %s", ev.InvolvedObject.Name, ev.Reason, ev.Message)
+		}
+	}
+	require.NoError(t, err, "helm install --wait (logs under %s)", dir)
+	t.Logf("helm install --wait: the webhook's 2 pods ready on the runner in %s", time.Since(start).Round(time.Millisecond))
+
+	// The example ring, its pods running on the runner, admitted through the chart's webhook.
+	_, err = client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop",
+		Labels: map[string]string{patch.LabelInject: patch.InjectEnabled}, Annotations: runner.NamespaceAnnotations()}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = client.CoreV1().Secrets("shop").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "ring-key"},
+		StringData: map[string]string{"ring-key": "SYM-SEC-1\nmain-20261201000000\n\nc2VjcmV0IG9mIHRoZSBoZWxtIHJpbmc="}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	for _, f := range []string{"examples/labeler-rolebinding.yaml", "examples/ring.yaml"} {
+		require.NoError(t, harness.ApplyFile(ctx, c.Config, f, "shop"), f)
+	}
+	var pods []corev1.Pod
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		list, err := client.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{LabelSelector: patch.LabelRing + "=main"})
+		require.NoError(ct, err)
+		pods = list.Items
+		require.Len(ct, pods, 6)
+		leaders := 0
+		for _, p := range pods {
+			require.True(ct, harness.PodReady(&p), "pod %s ready", p.Name)
+			require.Equal(ct, patch.StatusInjected, p.Annotations[patch.AnnotationStatus], "pod %s", p.Name)
+			if p.Labels[patch.LabelRole] == patch.RoleLeader {
+				leaders++
+			}
+		}
+		require.Equal(ct, 1, leaders, "pods labelled leader")
+	}, 4*time.Minute, time.Second, "the example ring runs, injected through the chart's webhook, one redis pod labelled leader")
+
+	out, code = check()
+	require.Equal(t, 0, code)
+	for _, want := range []string{
+		"✓ MutatingWebhookConfiguration habring has the webhook inject.habring.habitat.sh",
+		"✓ Service habring-system/habring has 2 ready endpoints",
+		"✓ the caBundle verifies the serving certificate presented at ",
+		"✓ RoleBinding habring-labeler binds habring-labeler to service account habitat",
+		"✓ ring main: 6 pods injected, 6 ready",
+		"✓ the serving certificate is valid until ",
+		"✓ ring main, group redis.default: 3 alive, 0 suspect, no dead member (quorum margin 1)",
+		"✓ ring main, group redis.default: one pod labelled leader, redis-",
+		"Status check results are ✓",
+	} {
+		require.Contains(t, out, want)
+	}
+	var leader string
+	for _, p := range pods {
+		if p.Labels[patch.LabelRole] == patch.RoleLeader {
+			leader = p.Name
+		}
+	}
+	out, code = check("--pod=shop/" + leader)
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "✓ labelled habitat.sh/role=leader by its labeler")
+	require.Contains(t, out, "✓ injected by habring into ring main, peers ")
+
+	// Two pods of one service group labelled leader (bastion runs no labeler that would
+	// take the label back).
+	for _, name := range []string{"hab-bastion-0", "hab-bastion-1"} {
+		_, err := client.CoreV1().Pods("shop").Patch(ctx, name, types.MergePatchType,
+			[]byte(`{"metadata":{"labels":{"habitat.sh/role":"leader"}}}`), metav1.PatchOptions{})
+		require.NoError(t, err)
+	}
+	out, code = check("--namespace=shop")
+	require.Equal(t, 1, code)
+	require.Regexp(t, `× ring main, group [a-z.-]+: 2 pods labelled habitat.sh/role=leader \(hab-bastion-0, hab-bastion-1\)`, out)
+
+	// A caBundle of another CA: the API server could no longer call the webhook.
+	other, err := pki.NewCA("someone-else", time.Hour)
+	require.NoError(t, err)
+	_, err = client.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx, release, types.JSONPatchType,
+		[]byte(`[{"op":"replace","path":"/webhooks/0/clientConfig/caBundle","value":"`+base64.StdEncoding.EncodeToString(other.PEM)+`"}]`), metav1.PatchOptions{})
+	require.NoError(t, err)
+	out, code = check()
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "× the caBundle does not verify the serving certificate presented at ")
+
+	if kubectl, err := exec.LookPath("kubectl"); err == nil {
+		// kubectl's plugin convention: kubectl-habring on PATH.
+		bin := filepath.Join(dir, "plugins")
+		require.NoError(t, os.MkdirAll(bin, 0o755))
+		require.NoError(t, os.Symlink(habring, filepath.Join(bin, "kubectl-habring")))
+		cmd := exec.CommandContext(ctx, kubectl, "habring", "check", "--kubeconfig="+c.Kubeconfig, "--namespace=shop", "--timeout=3s")
+		cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+		pout, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, string(pout))
+		require.Equal(t, 1, exit.ExitCode(), string(pout))
+		require.Contains(t, string(pout), "× the caBundle does not verify the serving certificate")
+		cmd = exec.CommandContext(ctx, kubectl, "habring", "--help")
+		cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+		help, err := cmd.CombinedOutput()
+		require.NoError(t, err, string(help))
+		require.Contains(t, string(help), "Usage: kubectl habring <command> [flags]")
+		t.Logf("kubectl habring check (%s, plugin %s): exit 1 and the same report as habring check", kubectl, filepath.Join(bin, "kubectl-habring"))
+	} else {
+		t.Log("no kubectl here: `kubectl habring` not run (the plugin name is unit-tested in cmd/habring)")
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
