@@ -260,7 +260,8 @@ func (c *Checker) leadersByWorkload(r *Report, ring string, pods []*corev1.Pod) 
 func (c *Checker) leaders(r *Report, ns, what string, elected bool, leaders []string) {
 	switch {
 	case len(leaders) > 1:
-		r.Fail(fmt.Sprintf("kubectl -n %s logs %s -c %s   (which holds the Lease? kubectl -n %s get leases)", ns, leaders[0], patch.LabelerContainerName, ns),
+		r.Fail(fmt.Sprintf("which labeler holds the Lease: kubectl -n %s get leases; its log: kubectl -n %s logs <pod> -c %s\nlabels set by hand: kubectl -n %s label pod %s %s-",
+			ns, ns, patch.LabelerContainerName, ns, strings.Join(leaders, " "), patch.LabelRole),
 			"%s: %d pods labelled %s=%s (%s): a Service selecting the leader sends writes to more than one",
 			what, len(leaders), patch.LabelRole, patch.RoleLeader, strings.Join(leaders, ", "))
 	case len(leaders) == 1:
