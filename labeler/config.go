@@ -2,8 +2,10 @@ package labeler
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -82,4 +84,23 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--health-listen %q: want host:port", c.HealthListen))
 	}
 	return errors.Join(errs...)
+}
+
+// RegisterFlags binds c's fields to the labeler's flags (`habring-labeler --help`), with
+// c's values as defaults. The pod's name and namespace default to HABRING_POD_NAME and
+// HABRING_POD_NAMESPACE, the gateway token comes from HAB_SUP_GATEWAY_AUTH_TOKEN only.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.GatewayToken = os.Getenv("HAB_SUP_GATEWAY_AUTH_TOKEN") // a secret: environment only, never a flag
+	fs.StringVar(&c.Gateway, "gateway", c.Gateway, "the Supervisor's HTTP gateway; HAB_SUP_GATEWAY_AUTH_TOKEN is sent as a Bearer token when set")
+	fs.DurationVar(&c.Interval, "interval", c.Interval, "time between /census reads (jittered; backs off while the gateway fails)")
+	fs.DurationVar(&c.StaleAfter, "stale-after", c.StaleAfter, "how long the last label is kept while /census fails before it becomes none")
+	fs.DurationVar(&c.LeaseDuration, "lease-duration", c.LeaseDuration, "the leader Lease of the ring's service group (habring-<ring>-<group>): the label leader is only written while it is held")
+	fs.StringVar(&c.ServiceGroup, "service-group", c.ServiceGroup, "census group to publish, e.g. redis.default; empty: the one group the local member is in")
+	fs.StringVar(&c.PodName, "pod-name", os.Getenv("HABRING_POD_NAME"), "this pod's name (default $HABRING_POD_NAME)")
+	fs.StringVar(&c.Namespace, "namespace", os.Getenv("HABRING_POD_NAMESPACE"), "this pod's namespace (default $HABRING_POD_NAMESPACE)")
+	fs.StringVar(&c.Ring, "ring", c.Ring, "the ring's name (habitat.sh/ring), for --peer-watch-file")
+	fs.StringVar(&c.PeerWatchFile, "peer-watch-file", c.PeerWatchFile, "keep this file filled with the ring's live member IPs (watch-file mode)")
+	fs.IntVar(&c.MaxPeers, "max-peers", c.MaxPeers, "most lines in --peer-watch-file")
+	fs.StringVar(&c.HealthListen, "health-listen", c.HealthListen, "address for /healthz, /readyz and /metrics")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file; empty uses the token mounted into this container")
 }

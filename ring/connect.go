@@ -9,6 +9,8 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/habring/habring/restconfig"
 )
 
 // Clients are the API clients a Cache reads through.
@@ -22,18 +24,7 @@ type Clients struct {
 // RESTConfig loads the kubeconfig at path, or the in-cluster config (the pod's service
 // account token) when path is empty, and names the caller in userAgent.
 func RESTConfig(path, userAgent string) (*rest.Config, error) {
-	var rc *rest.Config
-	var err error
-	if path == "" {
-		rc, err = rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("in-cluster config: %w (outside a cluster, pass --kubeconfig)", err)
-		}
-	} else if rc, err = clientcmd.BuildConfigFromFlags("", path); err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
-	}
-	rc.UserAgent = userAgent
-	return rc, nil
+	return restconfig.Load(path, userAgent)
 }
 
 // Connect builds the clients from the kubeconfig at path (in-cluster when empty).

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 
 	"github.com/habring/habring/check"
 	"github.com/habring/habring/labeler"
+	"github.com/habring/habring/logging"
 	"github.com/habring/habring/render"
 	"github.com/habring/habring/webhook"
 )
@@ -93,7 +93,7 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer, r runners
 		fmt.Fprintf(stderr, "%s %s: unexpected arguments %q; see '%s %s --help'\n", prog, c.name, fs.Args(), prog, c.name)
 		return 2
 	}
-	log, err := newLogger(stderr, *logLevel, *logFormat)
+	log, err := logging.New(stderr, *logLevel, *logFormat)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s %s: %v\n", prog, c.name, err)
 		return 2
@@ -130,24 +130,6 @@ func topUsage(w io.Writer, prog string, cmds []command) {
 	fmt.Fprintf(w, "\nRun '%s <command> --help' for a command's flags.\n", prog)
 }
 
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: l}
-	var h slog.Handler
-	switch strings.ToLower(format) {
-	case "json":
-		h = slog.NewJSONHandler(w, opts)
-	case "text":
-		h = slog.NewTextHandler(w, opts)
-	default:
-		return nil, fmt.Errorf("--log-format %q: want json or text", format)
-	}
-	return slog.New(h), nil
-}
-
 func webhookFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logger) error {
 	cfg := webhook.Defaults()
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTPS address to serve /mutate, /healthz, /readyz and /metrics on")
@@ -173,19 +155,7 @@ func webhookFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logge
 
 func labelerFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logger) error {
 	cfg := labeler.Defaults()
-	cfg.GatewayToken = os.Getenv("HAB_SUP_GATEWAY_AUTH_TOKEN") // a secret: environment only, never a flag
-	fs.StringVar(&cfg.Gateway, "gateway", cfg.Gateway, "the Supervisor's HTTP gateway; HAB_SUP_GATEWAY_AUTH_TOKEN is sent as a Bearer token when set")
-	fs.DurationVar(&cfg.Interval, "interval", cfg.Interval, "time between /census reads (jittered; backs off while the gateway fails)")
-	fs.DurationVar(&cfg.StaleAfter, "stale-after", cfg.StaleAfter, "how long the last label is kept while /census fails before it becomes none")
-	fs.DurationVar(&cfg.LeaseDuration, "lease-duration", cfg.LeaseDuration, "the leader Lease of the ring's service group (habring-<ring>-<group>): the label leader is only written while it is held")
-	fs.StringVar(&cfg.ServiceGroup, "service-group", "", "census group to publish, e.g. redis.default; empty: the one group the local member is in")
-	fs.StringVar(&cfg.PodName, "pod-name", os.Getenv("HABRING_POD_NAME"), "this pod's name (default $HABRING_POD_NAME)")
-	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("HABRING_POD_NAMESPACE"), "this pod's namespace (default $HABRING_POD_NAMESPACE)")
-	fs.StringVar(&cfg.Ring, "ring", "", "the ring's name (habitat.sh/ring), for --peer-watch-file")
-	fs.StringVar(&cfg.PeerWatchFile, "peer-watch-file", "", "keep this file filled with the ring's live member IPs (watch-file mode)")
-	fs.IntVar(&cfg.MaxPeers, "max-peers", cfg.MaxPeers, "most lines in --peer-watch-file")
-	fs.StringVar(&cfg.HealthListen, "health-listen", cfg.HealthListen, "address for /healthz, /readyz and /metrics")
-	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the token mounted into this container")
+	cfg.RegisterFlags(fs)
 	return func(ctx context.Context, log *slog.Logger) error {
 		if err := cfg.Validate(); err != nil {
 			return usageError{err}
