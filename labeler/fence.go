@@ -8,10 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/utils/clock"
 
 	"github.com/habring/habring/patch"
 )
@@ -19,8 +17,8 @@ import (
 // fence makes the leader label exclusive within a ring and service group. Supervisors can
 // both claim a group for a while (habitat #2315), and a labeler can die while its pod is
 // labelled; the label alone would then sit on two pods. A labeler labels its pod leader
-// only while it holds the group's coordination.k8s.io Lease (client-go's leader election
-// over a LeaseLock) and no other pod of the group carries the label; it takes the label
+// only while it holds the group's coordination.k8s.io Lease (elector: client-go's leader
+// election rules) and no other pod of the group carries the label; it takes the label
 // off before it lets the Lease go.
 type fence struct {
 	l       *Labeler
@@ -64,35 +62,23 @@ func (f *fence) contend(ctx context.Context, group string) {
 	if running != "" {
 		f.release()
 	}
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Name: name, Namespace: f.l.cfg.Namespace},
-		Client:     f.l.client.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: f.l.cfg.PodName},
-	}
 	d := f.l.cfg.LeaseDuration
 	won := make(chan struct{})
 	var wonOnce sync.Once
-	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock: lock, Name: name, ReleaseOnCancel: true,
-		LeaseDuration: d, RenewDeadline: d * 2 / 3, RetryPeriod: d / 6,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(context.Context) {
-				f.holding.Store(true)
-				wonOnce.Do(func() { close(won) })
-				f.l.log.Info("holding the leader Lease", "lease", name)
-				f.poke()
-			},
-			OnStoppedLeading: func() {
-				if f.holding.Swap(false) {
-					f.l.log.Info("no longer holding the leader Lease", "lease", name)
-				}
-				f.poke()
-			},
+	e := &elector{api: f.l.api, name: name, id: f.l.cfg.PodName, clock: clock.RealClock{},
+		duration: d, renewDeadline: d * 2 / 3, retry: d / 6,
+		onStarted: func() {
+			f.holding.Store(true)
+			wonOnce.Do(func() { close(won) })
+			f.l.log.Info("holding the leader Lease", "lease", name)
+			f.poke()
 		},
-	})
-	if err != nil { // only a bad configuration gets here; Validate keeps it out
-		f.l.log.Error("leader Lease", "lease", name, "err", err)
-		return
+		onStopped: func() {
+			if f.holding.Swap(false) {
+				f.l.log.Info("no longer holding the leader Lease", "lease", name)
+			}
+			f.poke()
+		},
 	}
 	ectx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -101,7 +87,7 @@ func (f *fence) contend(ctx context.Context, group string) {
 	f.mu.Unlock()
 	go func() {
 		defer close(done)
-		le.Run(ectx)
+		e.run(ectx)
 	}()
 	select { // a moment to win it, so a restarted leader's label does not blink
 	case <-won:
@@ -149,12 +135,12 @@ func (l *Labeler) otherLeaders(ctx context.Context, c *Census, group string) ([]
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	list, err := l.client.CoreV1().Pods(l.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	pods, err := l.api.ListPods(ctx, sel.String())
 	if err != nil {
 		return nil, fmt.Errorf("list the pods labelled leader: %w", err)
 	}
 	var out []string
-	for _, p := range list.Items {
+	for _, p := range pods {
 		if p.Name == l.cfg.PodName {
 			continue
 		}

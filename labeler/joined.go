@@ -79,8 +79,7 @@ func (j *joinedGate) set(ctx context.Context, ok bool, reason, message string) {
 	if err != nil {
 		return
 	}
-	_, err = j.l.client.CoreV1().Pods(j.l.cfg.Namespace).Patch(ctx, j.l.cfg.PodName, types.StrategicMergePatchType, body,
-		metav1.PatchOptions{FieldManager: "habring-labeler"}, "status")
+	err = j.l.api.PatchPod(ctx, j.l.cfg.PodName, types.StrategicMergePatchType, body, "status")
 	if err != nil {
 		j.l.log.Error("ring-joined condition write failed; will retry", "status", status, "reason", reason, "err", err)
 		return

@@ -10,34 +10,33 @@ import (
 	"sync/atomic"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
 	"github.com/habring/habring/connlimit"
-	"github.com/habring/habring/ring"
+	"github.com/habring/habring/restconfig"
 )
 
 // Run builds the client and labels until ctx ends.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// With no kubeconfig this is the in-cluster config: the labeler's own projected token,
 	// which the webhook mounts into this container alone.
-	rc, err := ring.RESTConfig(cfg.Kubeconfig, "habring-labeler")
+	rc, err := restconfig.Load(cfg.Kubeconfig, "habring-labeler")
 	if err != nil {
 		return err
 	}
-	client, err := kubernetes.NewForConfig(rc)
+	api, err := NewAPI(rc, cfg.Namespace)
 	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
+		return err
 	}
 	log = log.With("pod", cfg.PodName, "namespace", cfg.Namespace)
 	log.Info("labeling", "gateway", cfg.Gateway, "group", cfg.ServiceGroup, "peerWatchFile", cfg.PeerWatchFile)
-	return New(cfg, client, clock.RealClock{}, log).Run(ctx)
+	return New(cfg, api, clock.RealClock{}, log).Run(ctx)
 }
 
 // Labeler keeps one pod's role label true.
 type Labeler struct {
 	cfg     Config
-	client  kubernetes.Interface
+	api     API
 	gateway *Gateway
 	clock   clock.Clock
 	log     *slog.Logger
@@ -50,9 +49,9 @@ type Labeler struct {
 
 // New builds a Labeler; Run starts it. clk paces the census loop and the stale deadline
 // (clock.RealClock{} outside tests).
-func New(cfg Config, client kubernetes.Interface, clk clock.Clock, log *slog.Logger) *Labeler {
+func New(cfg Config, api API, clk clock.Clock, log *slog.Logger) *Labeler {
 	l := &Labeler{
-		cfg: cfg, client: client, clock: clk, log: log, metrics: newMetrics(),
+		cfg: cfg, api: api, clock: clk, log: log, metrics: newMetrics(),
 		gateway: &Gateway{URL: cfg.Gateway, Token: cfg.GatewayToken, Client: &http.Client{Timeout: 2 * time.Second}},
 	}
 	l.fence = newFence(l)

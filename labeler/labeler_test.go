@@ -216,7 +216,7 @@ func runLabeler(t *testing.T, census string, client kubernetes.Interface, pod st
 		log = slog.New(slog.DiscardHandler)
 	}
 	clk = testingclock.NewFakeClock(time.Now())
-	l = New(cfg, client, clk, log)
+	l = New(cfg, clientsetAPI{client, cfg.Namespace}, clk, log)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
@@ -336,7 +336,7 @@ func TestPeerFile(t *testing.T) {
 	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = "http://127.0.0.1:1", "redis-9", "shop", "127.0.0.1:0"
 	cfg.Ring, cfg.PeerWatchFile = "main", filepath.Join(dir, "peers")
 	require.NoError(t, cfg.Validate())
-	l := New(cfg, client, testingclock.NewFakeClock(time.Now()), slog.New(slog.DiscardHandler))
+	l := New(cfg, clientsetAPI{client, cfg.Namespace}, testingclock.NewFakeClock(time.Now()), slog.New(slog.DiscardHandler))
 	ready := func() int {
 		w := httptest.NewRecorder()
 		l.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))

@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/habring/habring/patch"
@@ -18,9 +16,7 @@ import (
 // watch file whenever the live members change. The Supervisor reads the file only while
 // it knows no other member, so this is what heals a member restarted alone.
 func (l *Labeler) keepPeerFile(ctx context.Context) {
-	f := informers.NewSharedInformerFactoryWithOptions(l.client, 0, informers.WithNamespace(l.cfg.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = patch.LabelRing + "=" + l.cfg.Ring }))
-	inf := f.Discovery().V1().EndpointSlices().Informer()
+	inf := cache.NewSharedIndexInformer(l.api.EndpointSlices(patch.LabelRing+"="+l.cfg.Ring), &discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
 	changed := make(chan struct{}, 1)
 	poke := func(any) {
 		select {
@@ -32,7 +28,7 @@ func (l *Labeler) keepPeerFile(ctx context.Context) {
 		l.log.Error("watch endpointslices", "err", err)
 		return
 	}
-	f.Start(ctx.Done())
+	go inf.RunWithContext(ctx)
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		return
 	}

@@ -8,7 +8,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -173,7 +172,7 @@ func (l *Labeler) read(ctx context.Context) (c *Census, role, group string, err 
 
 // ownPod reads the labeler's own pod; on failure an empty one (no labels, no gates).
 func (l *Labeler) ownPod(ctx context.Context) *corev1.Pod {
-	pod, err := l.client.CoreV1().Pods(l.cfg.Namespace).Get(ctx, l.cfg.PodName, metav1.GetOptions{})
+	pod, err := l.api.GetPod(ctx, l.cfg.PodName)
 	if err != nil {
 		l.log.Warn("cannot read own pod; will write the first role unconditionally", "pod", l.cfg.PodName, "err", err)
 		return &corev1.Pod{}
@@ -188,7 +187,7 @@ func (l *Labeler) setRole(ctx context.Context, role string) error {
 	if err != nil {
 		return err
 	}
-	_, err = l.client.CoreV1().Pods(l.cfg.Namespace).Patch(ctx, l.cfg.PodName, types.MergePatchType, body, metav1.PatchOptions{FieldManager: "habring-labeler"})
+	err = l.api.PatchPod(ctx, l.cfg.PodName, types.MergePatchType, body)
 	if apierrors.IsForbidden(err) {
 		return fmt.Errorf("%w (does the pod's service account have the habring-labeler RoleBinding in %s?)", err, l.cfg.Namespace)
 	}

@@ -3,61 +3,57 @@ package labeler
 import (
 	"net/http"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"strings"
+
+	vm "github.com/VictoriaMetrics/metrics"
 
 	"github.com/habring/habring/patch"
 )
 
+// metrics are the labeler's Prometheus metrics, in VictoriaMetrics/metrics: the
+// Prometheus client registers its collectors and descriptors at start, MiB that every ring
+// pod would pay for five metrics.
 type metrics struct {
-	registry    *prometheus.Registry
-	writes      *prometheus.CounterVec
-	censusFails prometheus.Counter
-	role        *prometheus.GaugeVec
-	members     *prometheus.GaugeVec
-	margin      *prometheus.GaugeVec
+	set         *vm.Set
+	censusFails *vm.Counter
 }
 
+func init() { vm.ExposeMetadata(true) } // # TYPE lines, as Prometheus clients write them
+
 func newMetrics() *metrics {
-	m := &metrics{
-		registry: prometheus.NewRegistry(),
-		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "habring_labeler_label_writes_total", Help: "Writes of this pod's habitat.sh/role label, by new value.",
-		}, []string{"role"}),
-		censusFails: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "habring_labeler_census_failures_total", Help: "Failed /census reads.",
-		}),
-		role: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "habring_labeler_role", Help: "1 for the role this pod's label holds.",
-		}, []string{"role"}),
-	}
-	m.members = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "habring_labeler_members", Help: "Members of the service group by health, as this pod's Supervisor sees them (confirmed: dead, not departed, still counted in the quorum).",
-	}, []string{"group", "health"})
-	m.margin = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "habring_labeler_quorum_margin", Help: "Alive members the service group can lose and keep its quorum: alive - floor(not departed/2) - 1; below 0 no leader is elected.",
-	}, []string{"group"})
-	m.registry.MustRegister(m.writes, m.censusFails, m.role, m.members, m.margin)
+	m := &metrics{set: vm.NewSet()}
+	m.censusFails = m.set.NewCounter("habring_labeler_census_failures_total")
 	return m
 }
 
-// quorum records a group's members by health and its margin.
-func (m *metrics) quorum(group string, q Quorum) {
-	for health, n := range map[string]int{"alive": q.Alive, "suspect": q.Suspect, "confirmed": q.Confirmed, "departed": q.Departed} {
-		m.members.WithLabelValues(group, health).Set(float64(n))
-	}
-	m.margin.WithLabelValues(group).Set(float64(q.Margin()))
+// labelValue makes a census group name safe as a label value: a name the metrics library
+// refuses would stop the labeler.
+func labelValue(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '_' || r == '.' || r == '-' || r == '@' || r == ':' || r == '/' ||
+			(r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
+			return r
+		}
+		return '_'
+	}, s)
 }
 
-// wrote records a label write of role.
+func (m *metrics) quorum(group string, q Quorum) {
+	group = labelValue(group)
+	for health, n := range map[string]int{"alive": q.Alive, "suspect": q.Suspect, "confirmed": q.Confirmed, "departed": q.Departed} {
+		m.set.GetOrCreateGauge(`habring_labeler_members{group="`+group+`",health="`+health+`"}`, nil).Set(float64(n))
+	}
+	m.set.GetOrCreateGauge(`habring_labeler_quorum_margin{group="`+group+`"}`, nil).Set(float64(q.Margin()))
+}
+
 func (m *metrics) wrote(role string) {
-	m.writes.WithLabelValues(role).Inc()
+	m.set.GetOrCreateCounter(`habring_labeler_label_writes_total{role="` + labelValue(role) + `"}`).Inc()
 	for _, r := range []string{patch.RoleLeader, patch.RoleFollower, patch.RoleNone} {
 		v := 0.0
 		if r == role {
 			v = 1
 		}
-		m.role.WithLabelValues(r).Set(v)
+		m.set.GetOrCreateGauge(`habring_labeler_role{role="`+r+`"}`, nil).Set(v)
 	}
 }
 
@@ -79,6 +75,9 @@ func (l *Labeler) Handler() http.Handler {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.Handle("/metrics", promhttp.HandlerFor(l.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		l.metrics.set.WritePrometheus(w)
+	})
 	return mux
 }
