@@ -291,14 +291,15 @@ func addLabeler(pod *corev1.Pod, s Spec, opts Options) {
 		slices.ContainsFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == name }) {
 		return
 	}
-	args := []string{"labeler", "--ring=" + s.Ring}
+	args := []string{"--ring=" + s.Ring}
 	if s.PeerMode == PeerModeWatchFile {
 		args = append(args, "--peer-watch-file="+PeerWatchFile, "--max-peers="+strconv.Itoa(opts.MaxPeers))
 	}
 	c := corev1.Container{
-		Name:  name,
-		Image: opts.LabelerImage,
-		Args:  args,
+		Name:    name,
+		Image:   opts.LabelerImage,
+		Command: []string{LabelerCommand},
+		Args:    args,
 		Env: []corev1.EnvVar{
 			{Name: "HABRING_POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
 			{Name: "HABRING_POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},

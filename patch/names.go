@@ -88,6 +88,9 @@ const (
 const (
 	// LabelerContainerName is the sidecar's container name.
 	LabelerContainerName = "habring-labeler"
+	// LabelerCommand is the sidecar's command: the labeler's own binary in habring's image
+	// (cmd/habring-labeler), which links only what the labeler uses.
+	LabelerCommand = "/habring-labeler"
 	// LabelerTokenVolume holds the labeler's own projected service-account token.
 	LabelerTokenVolume = "habring-labeler-token" //nolint:gosec // a volume name, not a credential
 	// PeersVolume is the emptyDir shared by the labeler and the Supervisor in watch-file mode.

@@ -103,7 +103,7 @@ func TestBenchMemory(t *testing.T) {
 	lp, err := e.client.CoreV1().Pods(cs).Create(t.Context(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "idle"},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{container("idle")}}}, metav1.CreateOptions{})
 	require.NoError(t, err)
-	cmd := exec.Command(e.binary, "labeler", "--kubeconfig="+e.cluster.Kubeconfig, "--gateway="+srv.URL, "--pod-name="+lp.Name,
+	cmd := exec.Command(harness.LabelerBinary(e.binary), "--kubeconfig="+e.cluster.Kubeconfig, "--gateway="+srv.URL, "--pod-name="+lp.Name,
 		"--namespace="+cs, "--health-listen=127.0.0.1:0")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	log, err := os.Create(filepath.Join(e.dir, "idle-labeler.log"))
@@ -121,7 +121,7 @@ func TestBenchMemory(t *testing.T) {
 	time.Sleep(10 * time.Second)
 	rss, err := harness.RSS(cmd.Process.Pid)
 	require.NoError(t, err)
-	t.Logf("habring labeler RSS, idle: %s", mib(rss))
+	t.Logf("habring-labeler RSS, idle: %s", mib(rss))
 }
 
 // The whole-cluster figure: a 300-replica scale-up with the webhook in the path, and

@@ -129,7 +129,7 @@ func runLabeler(t *testing.T, e *environment, ns string, p *corev1.Pod, file str
 	c.set(t, file)
 	srv := httptest.NewServer(c)
 	t.Cleanup(srv.Close)
-	cmd := exec.Command(e.binary, "labeler", "--kubeconfig="+kubeconfigFor(t, e, podToken(t, e, p)),
+	cmd := exec.Command(harness.LabelerBinary(e.binary), "--kubeconfig="+kubeconfigFor(t, e, podToken(t, e, p)),
 		"--gateway="+srv.URL, "--pod-name="+p.Name, "--namespace="+ns, "--ring=main", "--interval=200ms", "--stale-after=2s",
 		"--lease-duration=3s", "--health-listen=127.0.0.1:0", "--log-format=text")
 	log, err := os.Create(filepath.Join(e.dir, ns+"-"+p.Name+"-labeler.log"))

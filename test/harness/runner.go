@@ -17,6 +17,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/habring/habring/patch"
 	"github.com/habring/habring/test/cluster"
 	"github.com/habring/habring/test/podnet"
 	"github.com/habring/habring/test/runner"
@@ -62,7 +63,7 @@ exec '%s' "$@"
 //   - habitat/<name>: an image of core/<name> from `hab pkg export container`, its
 //     init.sh (initScript) starting the double, `hab sup run` on its PATH doing the same,
 //     the container's own file system holding the Supervisor's MEMBER_ID;
-//   - the labeler image (LabelerImageRepo): habring;
+//   - the labeler image (LabelerImageRepo): habring, and /habring-labeler;
 //   - busybox: this machine's /bin/sh.
 //
 // Its log and the containers' are under dir.
@@ -97,7 +98,8 @@ func StartRunner(ctx context.Context, c *cluster.Cluster, bridge *podnet.Bridge,
 		}
 		switch repo {
 		case LabelerImageRepo:
-			return runner.Image{Entrypoint: []string{habring}}, true
+			return runner.Image{Entrypoint: []string{habring},
+				Files: map[string]string{"/habring": habring, patch.LabelerCommand: LabelerBinary(habring)}}, true
 		case "busybox":
 			return runner.Image{Entrypoint: []string{"/bin/sh"}}, true
 		}

@@ -192,15 +192,23 @@ func InstallWebhookConfiguration(ctx context.Context, client kubernetes.Interfac
 	return nil
 }
 
-// BuildHabring builds cmd/habring into dst.
+// BuildHabring builds cmd/habring into dst and cmd/habring-labeler beside it
+// (LabelerBinary(dst)), as the image holds them.
 func BuildHabring(ctx context.Context, dst string) error {
-	build := exec.CommandContext(ctx, "go", "build", "-o", dst, "./cmd/habring")
-	build.Dir = RepoRoot()
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build habring: %w", err)
+	for pkg, out := range map[string]string{"./cmd/habring": dst, "./cmd/habring-labeler": LabelerBinary(dst)} {
+		build := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+		build.Dir = RepoRoot()
+		build.Stdout, build.Stderr = os.Stdout, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build %s: %w", pkg, err)
+		}
 	}
 	return nil
+}
+
+// LabelerBinary is where BuildHabring puts habring-labeler for the habring at habring.
+func LabelerBinary(habring string) string {
+	return filepath.Join(filepath.Dir(habring), "habring-labeler")
 }
 
 // RSS is the resident memory of process pid, from /proc.

@@ -241,6 +241,9 @@ func (c *container) command(ctx context.Context) (*exec.Cmd, *os.File, error) {
 	if len(argv) == 0 {
 		return nil, nil, fmt.Errorf("image %q has no entrypoint and the container no command", c.spec.Image)
 	}
+	if host, ok := img.Files[argv[0]]; ok {
+		argv[0] = host
+	}
 	for i := range argv {
 		argv[i] = expand(argv[i], e.lookup)
 	}

@@ -67,6 +67,9 @@ type Image struct {
 	Entrypoint, Cmd []string
 	// Env is the image's ENV ("NAME=value").
 	Env []string
+	// Files are the image's executables a container's command may name, by their path in
+	// the image ("/habring-labeler"), each a path on this machine.
+	Files map[string]string
 	// FreshDirs name environment variables set to a new empty directory each time the
 	// container starts: where the program keeps what lives in a container's own file
 	// system (lost when the container restarts, unlike an emptyDir).

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -26,9 +28,14 @@ type Platform struct{ OS, Arch string }
 
 func (p Platform) String() string { return p.OS + "/" + p.Arch }
 
+// Binary is one program of the image: the Go main package built to Path in the image.
+type Binary struct{ Path, Package string }
+
 // Options say what to build and how to label it.
 type Options struct {
-	Out, Package                          string
+	Out string
+	// Binaries are the image's programs; the first is its entrypoint.
+	Binaries                              []Binary
 	Platforms                             []Platform
 	Repository, Version, Revision, Source string
 	// Created is every timestamp in the image: the same inputs give the same digests.
@@ -57,12 +64,16 @@ func Build(ctx context.Context, o Options) (v1.Hash, error) {
 	}
 	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
 	for _, p := range o.Platforms {
-		bin := filepath.Join(work, p.OS+"-"+p.Arch, "habring")
-		fmt.Fprintf(o.Progress, "building %s for %s\n", o.Package, p)
-		if err := goBuild(ctx, o.Package, p, bin); err != nil {
-			return v1.Hash{}, err
+		files := map[string]string{}
+		for _, b := range o.Binaries {
+			out := filepath.Join(work, p.OS+"-"+p.Arch, filepath.Base(b.Path))
+			fmt.Fprintf(o.Progress, "building %s for %s\n", b.Package, p)
+			if err := goBuild(ctx, b.Package, p, out); err != nil {
+				return v1.Hash{}, err
+			}
+			files[b.Path] = out
 		}
-		img, err := image(bin, p, labels, o.Created)
+		img, err := image(files, o.Binaries[0].Path, p, labels, o.Created)
 		if err != nil {
 			return v1.Hash{}, fmt.Errorf("image for %s: %w", p, err)
 		}
@@ -102,19 +113,23 @@ func goBuild(ctx context.Context, pkg string, p Platform, out string) error {
 	return nil
 }
 
-// image is one platform's image: a single layer holding /habring, on nothing.
-func image(bin string, p Platform, labels map[string]string, created time.Time) (v1.Image, error) {
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		return nil, err
-	}
+// image is one platform's image: a single layer holding the files (image path → file
+// here), on nothing.
+func image(files map[string]string, entrypoint string, p Platform, labels map[string]string, created time.Time) (v1.Image, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Name: "habring", Mode: 0o755, Size: int64(len(data)), ModTime: created, Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(data); err != nil {
-		return nil, err
+	for _, path := range slices.Sorted(maps.Keys(files)) {
+		data, err := os.ReadFile(files[path])
+		if err != nil {
+			return nil, err
+		}
+		h := &tar.Header{Name: strings.TrimPrefix(path, "/"), Mode: 0o755, Size: int64(len(data)), ModTime: created, Typeflag: tar.TypeReg, Format: tar.FormatPAX}
+		if err := tw.WriteHeader(h); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(data); err != nil {
+			return nil, err
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return nil, err
@@ -137,7 +152,7 @@ func image(bin string, p Platform, labels map[string]string, created time.Time) 
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture, cf.Created = p.OS, p.Arch, v1.Time{Time: created}
 	cf.Config.User = User
-	cf.Config.Entrypoint = []string{"/habring"}
+	cf.Config.Entrypoint = []string{entrypoint}
 	cf.Config.Labels = labels
 	return mutate.ConfigFile(img, cf)
 }

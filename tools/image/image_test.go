@@ -54,7 +54,7 @@ func untar(t *testing.T, file, dir string) {
 // crane push does) and back unchanged.
 func TestImage(t *testing.T) {
 	dir := t.TempDir()
-	o := Options{Package: "./testdata/hello", Platforms: []Platform{{"linux", "amd64"}, {"linux", "arm64"}},
+	o := Options{Binaries: []Binary{{"/habring", "./testdata/hello"}, {"/habring-labeler", "./testdata/hello"}}, Platforms: []Platform{{"linux", "amd64"}, {"linux", "arm64"}},
 		Repository: "ghcr.io/habring/habring", Version: "v9.9.9", Revision: "0123abc", Source: "https://github.com/habring/habring",
 		Created: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), Progress: io.Discard, Out: filepath.Join(dir, "a.oci.tar")}
 	digest, err := Build(t.Context(), o)
@@ -107,21 +107,26 @@ func TestImage(t *testing.T) {
 		rc, err := layers[0].Uncompressed()
 		require.NoError(t, err)
 		tr := tar.NewReader(rc)
-		h, err := tr.Next()
-		require.NoError(t, err)
-		require.Equal(t, "habring", h.Name)
-		require.Equal(t, int64(0o755), h.Mode)
-		bin, err := io.ReadAll(tr)
-		require.NoError(t, err)
-		_, err = tr.Next()
-		require.Equal(t, io.EOF, err, "one file in the layer")
-		_ = rc.Close()
-		ef, err := elf.NewFile(bytes.NewReader(bin))
-		require.NoError(t, err)
-		require.Equal(t, machines[d.Platform.Architecture], ef.Machine)
-		for _, p := range ef.Progs {
-			require.NotEqual(t, elf.PT_INTERP, p.Type, "static: no dynamic loader")
+		var names []string
+		for {
+			h, err := tr.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			require.NoError(t, err)
+			names = append(names, h.Name)
+			require.Equal(t, int64(0o755), h.Mode)
+			bin, err := io.ReadAll(tr)
+			require.NoError(t, err)
+			ef, err := elf.NewFile(bytes.NewReader(bin))
+			require.NoError(t, err)
+			require.Equal(t, machines[d.Platform.Architecture], ef.Machine)
+			for _, p := range ef.Progs {
+				require.NotEqual(t, elf.PT_INTERP, p.Type, "static: no dynamic loader")
+			}
 		}
+		require.Equal(t, []string{"habring", "habring-labeler"}, names, "the webhook and the labeler, nothing else")
+		_ = rc.Close()
 	}
 
 	// A registry (go-containerregistry's own, as crane push talks to) takes the index as is.

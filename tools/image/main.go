@@ -34,7 +34,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o := Options{}
 	platforms := fs.String("platforms", "linux/amd64,linux/arm64", "comma-separated os/arch to build for")
 	fs.StringVar(&o.Out, "out", "bin/habring.oci.tar", "the OCI image layout tar to write")
-	fs.StringVar(&o.Package, "package", "./cmd/habring", "the Go main package to build, static, as /habring")
+	binaries := fs.String("binaries", "/habring=./cmd/habring,/habring-labeler=./cmd/habring-labeler", "the image's programs, path=Go main package, comma-separated; the first is the entrypoint")
 	fs.StringVar(&o.Repository, "repository", "ghcr.io/habring/habring", "the image's name, recorded in the layout's index for docker load and skopeo")
 	fs.StringVar(&o.Version, "version", gitOr(ctx, "dev", "describe", "--tags", "--always", "--dirty"), "org.opencontainers.image.version and the tag")
 	fs.StringVar(&o.Revision, "revision", gitOr(ctx, "unknown", "rev-parse", "HEAD"), "org.opencontainers.image.revision")
@@ -57,6 +57,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		o.Platforms = append(o.Platforms, Platform{OS: osName, Arch: arch})
+	}
+	for b := range strings.SplitSeq(*binaries, ",") {
+		path, pkg, ok := strings.Cut(strings.TrimSpace(b), "=")
+		if !ok || !strings.HasPrefix(path, "/") || pkg == "" {
+			fmt.Fprintf(stderr, "image: --binaries %q: want /path=./package[,...], e.g. /habring=./cmd/habring\n", *binaries)
+			return 2
+		}
+		o.Binaries = append(o.Binaries, Binary{Path: path, Package: pkg})
 	}
 	var err error
 	if o.Created, err = createdTime(ctx, *created); err != nil {

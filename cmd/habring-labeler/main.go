@@ -1,0 +1,75 @@
+// Command habring-labeler is the labeler sidecar habring injects into ring pods: it keeps
+// its pod's habitat.sh/role label equal to its Supervisor's election role (fenced by a
+// Lease), keeps the peer watch file and the ring-joined condition. It is `habring
+// labeler` in a binary of its own that links only what the labeler uses (no typed
+// clientset, no Prometheus client), because every ring pod runs one: README
+// "Performance" has its memory. The image holds it beside habring.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/klog/v2"
+
+	"github.com/habring/habring/labeler"
+	"github.com/habring/habring/logging"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, labeler.Run, true))
+}
+
+// run parses args and runs the labeler; it returns the exit code: 0 on a clean stop and
+// for --help, 2 for a usage error, 1 when the labeler failed. global installs the logger
+// process-wide (client-go logs through klog); tests leave it off.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, label func(context.Context, labeler.Config, *slog.Logger) error, global bool) int {
+	fs := flag.NewFlagSet("habring-labeler", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logFormat := fs.String("log-format", "json", "log format: json or text")
+	cfg := labeler.Defaults()
+	cfg.RegisterFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "habring-labeler: keep this pod's habitat.sh/role label equal to its Supervisor's election role\n\n"+
+			"Usage: habring-labeler [flags]  (pod name and namespace from HABRING_POD_NAME, HABRING_POD_NAMESPACE)\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "habring-labeler: unexpected arguments %q; see 'habring-labeler --help'\n", fs.Args())
+		return 2
+	}
+	log, err := logging.New(stderr, *logLevel, *logFormat)
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "habring-labeler: %v\nSee 'habring-labeler --help'.\n", err)
+		return 2
+	}
+	if global {
+		klog.SetSlogLogger(log)
+	}
+	if err := label(ctx, cfg, log); err != nil {
+		log.Error("habring-labeler failed", "err", err)
+		return 1
+	}
+	return 0
+}
