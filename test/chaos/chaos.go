@@ -6,7 +6,7 @@
 // dead members still count in the quorum.
 //
 // The pods really run (test/runner): Supervisors are the double (test/supervisor), labelers
-// the real habring labeler. `make chaos` runs every scenario (cmd/chaos); the e2e suite runs
+// the real habring-labeler. `make chaos` runs every scenario (cmd/chaos); the e2e suite runs
 // one.
 package chaos
 

@@ -191,7 +191,7 @@ func table(ctx context.Context, pods []corev1.Pod, kubeconfig, dir string) {
 	}
 	_ = tw.Flush()
 	fmt.Printf("\n%d ring(s) as the Supervisors see them (IN RING: pods with the same letter hold the same members alive).\n", len(rings))
-	fmt.Printf("Every pod runs: its Supervisor is the double (test/supervisor), its labeler the real habring labeler.\n\n")
+	fmt.Printf("Every pod runs: its Supervisor is the double (test/supervisor), its labeler the real habring-labeler.\n\n")
 	fmt.Printf("  export KUBECONFIG=%s\n", kubeconfig)
 	fmt.Printf("  kubectl -n shop get pods -L habitat.sh/role -o wide\n")
 	fmt.Printf("  curl -s http://%s:9631/census          # a Supervisor's census, from this machine\n", firstIP(pods))

@@ -193,10 +193,12 @@ func InstallWebhookConfiguration(ctx context.Context, client kubernetes.Interfac
 }
 
 // BuildHabring builds cmd/habring into dst and cmd/habring-labeler beside it
-// (LabelerBinary(dst)), as the image holds them.
+// (LabelerBinary(dst)), as the image holds them: static and stripped (tools/image's
+// flags), so that what the tests measure is what a cluster runs.
 func BuildHabring(ctx context.Context, dst string) error {
 	for pkg, out := range map[string]string{"./cmd/habring": dst, "./cmd/habring-labeler": LabelerBinary(dst)} {
-		build := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+		build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w -buildid=", "-o", out, pkg)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		build.Dir = RepoRoot()
 		build.Stdout, build.Stderr = os.Stdout, os.Stderr
 		if err := build.Run(); err != nil {
