@@ -62,7 +62,9 @@ func TestGolden(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			c := loadCase(t, in)
+			before := c.pod.DeepCopy()
 			got, res := admit(t, c, c.pod)
+			require.Equal(t, before, c.pod, "admission changed the pod it was given")
 			goldenPath := strings.TrimSuffix(in, ".yaml") + ".golden.json"
 			b, err := json.MarshalIndent(got, "", "  ")
 			require.NoError(t, err)

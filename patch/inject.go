@@ -4,9 +4,12 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -79,47 +82,37 @@ func Inject(pod *corev1.Pod, w Workload, s Spec, namespace string, ring Ring, op
 	return &Result{Pod: out, Plan: plan, Patch: ops}, nil
 }
 
-// mutable is the part of a pod Mutate may change, with corev1.Pod's JSON names and
-// omitempty rules, so a patch computed on it has the paths it would have on the whole pod.
-// Diffing only this part skips what is most of a real pod's bytes (managedFields, owner
-// references, status) and was a third of the admission's CPU time; the golden tests apply
-// every patch to the whole input and compare whole pods, so a change Mutate made outside
-// this view would fail them.
-type mutable struct {
-	Metadata struct {
-		Labels      map[string]string `json:"labels,omitempty"`
-		Annotations map[string]string `json:"annotations,omitempty"`
-	} `json:"metadata"`
-	Spec struct {
-		Volumes        []corev1.Volume           `json:"volumes,omitempty"`
-		InitContainers []corev1.Container        `json:"initContainers,omitempty"`
-		Containers     []corev1.Container        `json:"containers"`
-		ReadinessGates []corev1.PodReadinessGate `json:"readinessGates,omitempty"`
-	} `json:"spec"`
-}
-
-func mutableOf(p *corev1.Pod) *mutable {
-	var m mutable
-	m.Metadata.Labels, m.Metadata.Annotations = p.Labels, p.Annotations
-	m.Spec.Volumes, m.Spec.InitContainers, m.Spec.Containers = p.Spec.Volumes, p.Spec.InitContainers, p.Spec.Containers
-	m.Spec.ReadinessGates = p.Spec.ReadinessGates
-	return &m
-}
-
-// Diff returns the JSON patch that turns from into to (see mutable for its scope).
+// Diff returns the JSON patch that turns from into to (see diffView for its scope).
+//
+// gomodules.xyz/jsonpatch computes it from both views encoded and decoded again as generic
+// JSON, which was most of an admission's time. Its work is cut to what changed, with the
+// same operations as a diff of the whole views: an element equal on both sides (same index)
+// stands as an empty object on both, where the diff finds nothing; elements appended to a
+// list (the labeler container, its volume) are "add" operations of the typed value at
+// their index, or of the whole list when the pod had none: the operations the library
+// gives for them, without encoding and decoding them twice.
 func Diff(from, to *corev1.Pod) ([]jsonpatch.Operation, error) {
-	a, err := json.Marshal(mutableOf(from))
+	var adds []jsonpatch.Operation
+	var a, b diffView
+	mapOps("/metadata/labels", from.Labels, to.Labels, &adds)
+	mapOps("/metadata/annotations", from.Annotations, to.Annotations, &adds)
+	a.Spec.Volumes, b.Spec.Volumes = shrink("/spec/volumes", true, from.Spec.Volumes, to.Spec.Volumes, &adds)
+	a.Spec.InitContainers, b.Spec.InitContainers = shrink("/spec/initContainers", true, from.Spec.InitContainers, to.Spec.InitContainers, &adds)
+	a.Spec.Containers, b.Spec.Containers = shrink("/spec/containers", false, from.Spec.Containers, to.Spec.Containers, &adds)
+	a.Spec.ReadinessGates, b.Spec.ReadinessGates = shrink("/spec/readinessGates", true, from.Spec.ReadinessGates, to.Spec.ReadinessGates, &adds)
+	ab, err := json.Marshal(&a)
 	if err != nil {
 		return nil, fmt.Errorf("encode pod: %w", err)
 	}
-	b, err := json.Marshal(mutableOf(to))
+	bb, err := json.Marshal(&b)
 	if err != nil {
 		return nil, fmt.Errorf("encode mutated pod: %w", err)
 	}
-	ops, err := jsonpatch.CreatePatch(a, b)
+	ops, err := jsonpatch.CreatePatch(ab, bb)
 	if err != nil {
 		return nil, fmt.Errorf("diff pod: %w", err)
 	}
+	ops = append(ops, adds...)
 	// The library walks Go maps, so sibling keys come out in random order. Sorting by path
 	// (array indices as numbers) makes the patch reproducible; it is only safe while no op
 	// removes an array element (removals must stay highest-index first), which Mutate never
@@ -130,21 +123,269 @@ func Diff(from, to *corev1.Pod) ([]jsonpatch.Operation, error) {
 	return ops, nil
 }
 
-// comparePaths orders JSON pointers segment by segment, numeric segments as numbers.
-func comparePaths(a, b string) int {
-	as, bs := strings.Split(a, "/"), strings.Split(b, "/")
-	for i := range min(len(as), len(bs)) {
-		if as[i] == bs[i] {
+// diffView is the part of a pod Mutate may change, with corev1.Pod's JSON names and
+// omitempty rules, so a patch computed on it has the paths it would have on the whole pod.
+// Diffing only this part skips what is most of a real pod's bytes (managedFields, owner
+// references, status) and was a third of the admission's CPU time; the golden tests apply
+// every patch to the whole input and compare whole pods, so a change Mutate made outside
+// this view would fail them.
+// Its lists hold what shrink leaves of them; labels and annotations are diffed by mapOps.
+type diffView struct {
+	Spec struct {
+		Volumes        []any `json:"volumes,omitempty"`
+		InitContainers []any `json:"initContainers,omitempty"`
+		Containers     []any `json:"containers"`
+		ReadinessGates []any `json:"readinessGates,omitempty"`
+	} `json:"spec"`
+}
+
+// unchanged stands for a list element equal on both sides: {} on both, nothing to diff.
+type unchanged struct{}
+
+// shrink returns what the generic diff needs of the list at path (omitEmpty: its JSON
+// field is left out when empty): equal elements as unchanged, changed ones as they are;
+// appended elements go to adds instead. A list that shrank is left whole to the library.
+func shrink[T any](path string, omitEmpty bool, from, to []T, adds *[]jsonpatch.Operation) (fromView, toView []any) {
+	whole := func(l []T) []any {
+		if l == nil {
+			return nil
+		}
+		out := make([]any, len(l))
+		for i := range l {
+			out[i] = &l[i]
+		}
+		return out
+	}
+	switch {
+	case len(to) < len(from) || (len(from) == 0 && !omitEmpty):
+		return whole(from), whole(to)
+	case len(from) == 0:
+		if len(to) > 0 {
+			*adds = append(*adds, jsonpatch.NewOperation("add", path, to))
+		}
+		return nil, nil
+	}
+	fromView, toView = make([]any, len(from)), make([]any, len(from))
+	for i := range from {
+		fv, tv, ok := changedFields(path+"/"+strconv.Itoa(i), reflect.ValueOf(&from[i]).Elem(), reflect.ValueOf(&to[i]).Elem(), adds)
+		switch {
+		case !ok && reflect.DeepEqual(&from[i], &to[i]):
+			fromView[i], toView[i] = unchanged{}, unchanged{}
+		case !ok:
+			fromView[i], toView[i] = &from[i], &to[i]
+		case len(fv) == 0 && len(tv) == 0: // equal, or only grown lists (their adds are out)
+			fromView[i], toView[i] = unchanged{}, unchanged{}
+		default:
+			fromView[i], toView[i] = fv, tv
+		}
+	}
+	for i := len(from); i < len(to); i++ {
+		*adds = append(*adds, jsonpatch.NewOperation("add", path+"/"+strconv.Itoa(i), &to[i]))
+	}
+	return fromView, toView
+}
+
+// mapOps puts in ops what the library's diff gives for a string map at path whose JSON
+// field is left out when empty (labels, annotations): the whole map added or removed when
+// one side has none, else a remove, add or replace per key (keys escaped, in key order).
+func mapOps(path string, from, to map[string]string, ops *[]jsonpatch.Operation) {
+	switch {
+	case len(from) == 0 && len(to) == 0:
+		return
+	case len(from) == 0:
+		*ops = append(*ops, jsonpatch.NewOperation("add", path, to))
+		return
+	case len(to) == 0:
+		*ops = append(*ops, jsonpatch.NewOperation("remove", path, nil))
+		return
+	}
+	for _, k := range slices.Sorted(maps.Keys(from)) {
+		if _, ok := to[k]; !ok {
+			*ops = append(*ops, jsonpatch.NewOperation("remove", path+"/"+escapePointer(k), nil))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(to)) {
+		v, had := from[k]
+		switch {
+		case !had:
+			*ops = append(*ops, jsonpatch.NewOperation("add", path+"/"+escapePointer(k), to[k]))
+		case v != to[k]:
+			*ops = append(*ops, jsonpatch.NewOperation("replace", path+"/"+escapePointer(k), to[k]))
+		}
+	}
+}
+
+// changedFields views two values of one struct type at path by the fields that differ (a
+// container whose args and env Mutate extended): each a map from the field's JSON name to
+// its value, a field left out of a side where encoding/json would leave it out
+// (omitempty), so the diff finds the same operations as on the whole values. A list
+// field that only grew is left out of both and its new elements go to adds, as for
+// shrink's lists. ok is false for a type it cannot view so (not a struct, or with
+// embedded fields).
+func changedFields(path string, a, b reflect.Value, adds *[]jsonpatch.Operation) (av, bv map[string]any, ok bool) {
+	fields, ok := jsonFieldsOf(a.Type())
+	if !ok {
+		return nil, nil, false
+	}
+	for _, f := range fields {
+		x, y := a.Field(f.index), b.Field(f.index)
+		xp, yp := x.Addr().Interface(), y.Addr().Interface() // pointers: no copy boxed
+		if reflect.DeepEqual(xp, yp) {
 			continue
 		}
-		ai, aerr := strconv.Atoi(as[i])
-		bi, berr := strconv.Atoi(bs[i])
-		if aerr == nil && berr == nil {
-			return cmp.Compare(ai, bi)
+		if appended(path+"/"+escapePointer(f.name), f.omitEmpty, x, y, adds) {
+			continue
 		}
-		return strings.Compare(as[i], bs[i])
+		if av == nil {
+			av, bv = map[string]any{}, map[string]any{}
+		}
+		if !f.omitEmpty || !isEmptyJSON(x) {
+			av[f.name] = xp
+		}
+		if !f.omitEmpty || !isEmptyJSON(y) {
+			bv[f.name] = yp
+		}
 	}
-	return cmp.Compare(len(as), len(bs))
+	return av, bv, true
+}
+
+// appended reports whether list y is list x with elements added at its end, and if so
+// puts the operations that add them in adds: the whole list when x is left out of the
+// JSON (empty, omitempty), else each new element at its index.
+func appended(path string, omitEmpty bool, x, y reflect.Value, adds *[]jsonpatch.Operation) bool {
+	if x.Kind() != reflect.Slice || y.Len() <= x.Len() || (x.Len() == 0 && !omitEmpty) {
+		return false
+	}
+	if x.Len() == 0 {
+		*adds = append(*adds, jsonpatch.NewOperation("add", path, y.Addr().Interface()))
+		return true
+	}
+	if !reflect.DeepEqual(x.Interface(), y.Slice(0, x.Len()).Interface()) {
+		return false
+	}
+	for i := x.Len(); i < y.Len(); i++ {
+		*adds = append(*adds, jsonpatch.NewOperation("add", path+"/"+strconv.Itoa(i), y.Index(i).Addr().Interface()))
+	}
+	return true
+}
+
+// escapePointer escapes a JSON pointer segment (RFC 6901): ~ as ~0, / as ~1.
+func escapePointer(s string) string {
+	if !strings.ContainsAny(s, "~/") {
+		return s
+	}
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
+}
+
+type jsonField struct {
+	name      string
+	index     int
+	omitEmpty bool
+}
+
+var jsonFieldCache sync.Map // reflect.Type → []jsonField, or nil when it cannot be viewed
+
+func jsonFieldsOf(t reflect.Type) ([]jsonField, bool) {
+	if v, ok := jsonFieldCache.Load(t); ok {
+		fs, _ := v.([]jsonField)
+		return fs, fs != nil
+	}
+	var fields []jsonField
+	if t.Kind() == reflect.Struct {
+		fields = []jsonField{}
+		for i := range t.NumField() {
+			sf := t.Field(i)
+			name, opts, _ := strings.Cut(sf.Tag.Get("json"), ",")
+			if sf.Anonymous || strings.Contains(opts, "inline") {
+				fields = nil
+				break
+			}
+			if name == "-" || !sf.IsExported() {
+				continue
+			}
+			if name == "" {
+				name = sf.Name
+			}
+			fields = append(fields, jsonField{name: name, index: i, omitEmpty: slices.Contains(strings.Split(opts, ","), "omitempty")})
+		}
+	}
+	jsonFieldCache.Store(t, fields)
+	return fields, fields != nil
+}
+
+// isEmptyJSON is encoding/json's omitempty test.
+func isEmptyJSON(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.Array, reflect.Map, reflect.Slice, reflect.String:
+		return v.Len() == 0
+	case reflect.Bool:
+		return !v.Bool()
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return v.Int() == 0
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return v.Uint() == 0
+	case reflect.Float32, reflect.Float64:
+		return v.Float() == 0
+	case reflect.Interface, reflect.Pointer:
+		return v.IsNil()
+	}
+	return false
+}
+
+// EncodePatch encodes ops as the JSON patch of an admission response, as
+// json.Marshal(ops) would, in one pass: the library's Operation.MarshalJSON encodes each
+// operation on its own, and encoding/json then compacts every result again.
+func EncodePatch(ops []jsonpatch.Operation) ([]byte, error) {
+	type wire struct {
+		Op    string `json:"op"`
+		Path  string `json:"path"`
+		Value any    `json:"value,omitempty"`
+	}
+	out := make([]wire, len(ops))
+	for i, op := range ops {
+		out[i] = wire{Op: op.Operation, Path: op.Path, Value: op.Value}
+		if op.Value == nil && (op.Operation == "add" || op.Operation == "replace") {
+			out[i].Value = json.RawMessage("null") // add and replace always carry a value
+		}
+	}
+	return json.Marshal(out)
+}
+
+// comparePaths orders JSON pointers segment by segment, numeric segments as numbers.
+// It allocates nothing: it runs on every pair of operations.
+func comparePaths(a, b string) int {
+	for {
+		as, arest, amore := strings.Cut(a, "/")
+		bs, brest, bmore := strings.Cut(b, "/")
+		if as != bs {
+			if isIndex(as) && isIndex(bs) {
+				return cmp.Or(cmp.Compare(len(as), len(bs)), strings.Compare(as, bs)) // no leading zeros in indices
+			}
+			return strings.Compare(as, bs)
+		}
+		switch {
+		case !amore && !bmore:
+			return 0
+		case !amore:
+			return -1
+		case !bmore:
+			return 1
+		}
+		a, b = arest, brest
+	}
+}
+
+// isIndex: a JSON pointer segment that is an array index.
+func isIndex(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Injected reports whether the webhook already mutated pod (reinvocation, or a pod
@@ -154,11 +395,20 @@ func Injected(pod *corev1.Pod) bool { return pod.Annotations[AnnotationStatus] =
 // OptedOut reports whether pod carries habitat.sh/inject: disabled.
 func OptedOut(pod *corev1.Pod) bool { return pod.Annotations[AnnotationInject] == InjectDisabled }
 
-// Mutate returns a copy of pod with plan and s applied. Whatever the user already set
-// (a flag, an env var, a container or volume of the same name) is kept as it is.
+// Mutate returns a copy of pod with plan and s applied, pod untouched; the copy shares
+// what it does not change with pod, so treat it as read only. Whatever the user already
+// set (a flag, an env var, a container or volume of the same name) is kept as it is.
 func Mutate(pod *corev1.Pod, s Spec, plan Plan, opts Options) *corev1.Pod {
 	opts = opts.withDefaults()
-	out := pod.DeepCopy()
+	// Copied where it changes, shared where it does not (the result must be read only):
+	// a deep copy of the whole pod was a tenth of an admission.
+	out := *pod
+	out.Labels, out.Annotations = maps.Clone(pod.Labels), maps.Clone(pod.Annotations)
+	out.Spec.Containers = slices.Clone(pod.Spec.Containers)
+	// Clipped: an append makes a new array, never writes past pod's lists into their spare capacity.
+	out.Spec.InitContainers = slices.Clip(pod.Spec.InitContainers)
+	out.Spec.Volumes = slices.Clip(pod.Spec.Volumes)
+	out.Spec.ReadinessGates = slices.Clip(pod.Spec.ReadinessGates)
 	if out.Labels == nil {
 		out.Labels = map[string]string{}
 	}
@@ -168,6 +418,7 @@ func Mutate(pod *corev1.Pod, s Spec, plan Plan, opts Options) *corev1.Pod {
 	if s.Container != "" {
 		idx = slices.IndexFunc(out.Spec.Containers, func(c corev1.Container) bool { return c.Name == s.Container })
 	}
+	pod.Spec.Containers[idx].DeepCopyInto(&out.Spec.Containers[idx]) // the one container that changes
 	sup := &out.Spec.Containers[idx]
 	userSet := supervisorArgs(sup, s, plan)
 
@@ -180,12 +431,12 @@ func Mutate(pod *corev1.Pod, s Spec, plan Plan, opts Options) *corev1.Pod {
 		addEnv(sup, secretEnv(GatewayAuthEnv, s.GatewayAuth))
 	}
 	if s.PeerMode == PeerModeWatchFile {
-		addVolume(out, corev1.Volume{Name: PeersVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
-			Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(resource.MustParse("1Mi"))}}})
+		addVolume(&out, corev1.Volume{Name: PeersVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+			Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(peersSizeLimit)}}})
 		addMount(sup, corev1.VolumeMount{Name: PeersVolume, MountPath: PeersDir, ReadOnly: true})
 	}
 	if s.Labeler {
-		addLabeler(out, s, opts)
+		addLabeler(&out, s, opts)
 	}
 	if s.JoinedGate && !slices.ContainsFunc(out.Spec.ReadinessGates, func(g corev1.PodReadinessGate) bool { return g.ConditionType == ConditionRingJoined }) {
 		out.Spec.ReadinessGates = append(out.Spec.ReadinessGates, corev1.PodReadinessGate{ConditionType: ConditionRingJoined})
@@ -204,7 +455,7 @@ func Mutate(pod *corev1.Pod, s Spec, plan Plan, opts Options) *corev1.Pod {
 		why += "; already set by the pod, left alone: " + strings.Join(userSet, " ")
 	}
 	out.Annotations[AnnotationPeersReason] = why
-	return out
+	return &out
 }
 
 // supervisorFlags are the flags habring may add, with the forms a user may have written
@@ -285,6 +536,15 @@ func supervisorArgs(c *corev1.Container, s Spec, plan Plan) []string {
 	return userSet
 }
 
+// Quantities parsed once: Mutate runs on every admission. (Copies are values: a
+// Quantity's cached string is filled at parse time, so copies share no mutable state.)
+var (
+	labelerCPU         = resource.MustParse("10m")
+	labelerMemory      = resource.MustParse("24Mi")
+	labelerMemoryLimit = resource.MustParse("48Mi")
+	peersSizeLimit     = resource.MustParse("1Mi")
+)
+
 func addLabeler(pod *corev1.Pod, s Spec, opts Options) {
 	const name = LabelerContainerName
 	if slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == name }) ||
@@ -315,8 +575,8 @@ func addLabeler(pod *corev1.Pod, s Spec, opts Options) {
 		Resources: corev1.ResourceRequirements{
 			// habring-labeler measures 16 MiB resident idle, 19 MiB holding the leader
 			// Lease (README "Performance").
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("24Mi")},
-			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("48Mi")},
+			Requests: corev1.ResourceList{corev1.ResourceCPU: labelerCPU, corev1.ResourceMemory: labelerMemory},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: labelerMemoryLimit},
 		},
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot:             ptr.To(true),

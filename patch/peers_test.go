@@ -1,10 +1,13 @@
 package patch
 
 import (
+	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -169,4 +172,36 @@ func TestBootstraps(t *testing.T) {
 		require.False(t, Bootstraps(Mutate(pod, spec, second, Options{})), mode)
 	}
 	require.False(t, Bootstraps(pod), "not injected")
+}
+
+// EncodePatch gives the bytes json.Marshal gives for the library's operations, null
+// values of add and replace included.
+func TestEncodePatch(t *testing.T) {
+	t.Parallel()
+	ops := []jsonpatch.Operation{
+		jsonpatch.NewOperation("add", "/metadata/labels/habitat.sh~1ring", "main"),
+		jsonpatch.NewOperation("replace", "/spec/x", nil),
+		jsonpatch.NewOperation("add", "/spec/y", nil),
+		jsonpatch.NewOperation("remove", "/spec/z", nil),
+		jsonpatch.NewOperation("add", "/spec/volumes/-", map[string]any{"name": "a<b>&", "emptyDir": map[string]any{}}),
+	}
+	want, err := json.Marshal(ops)
+	require.NoError(t, err)
+	got, err := EncodePatch(ops)
+	require.NoError(t, err)
+	require.JSONEq(t, string(want), string(got))
+	require.Equal(t, string(want), string(got))
+}
+
+// Patch paths sort segment by segment, array indices as numbers, a parent before its
+// children.
+func TestComparePaths(t *testing.T) {
+	paths := []string{"/spec/containers/10/args", "/spec/containers/2/env/0", "/metadata/labels/habitat.sh~1ring",
+		"/spec/containers/2", "/spec/containers/2/env/11", "/spec/containers/2/env/9", "/metadata/annotations", "/spec/volumes/-"}
+	slices.SortFunc(paths, comparePaths)
+	require.Equal(t, []string{"/metadata/annotations", "/metadata/labels/habitat.sh~1ring", "/spec/containers/2",
+		"/spec/containers/2/env/0", "/spec/containers/2/env/9", "/spec/containers/2/env/11", "/spec/containers/10/args",
+		"/spec/volumes/-"}, paths)
+	require.Zero(t, comparePaths("/a/1", "/a/1"))
+	require.Zero(t, testing.AllocsPerRun(100, func() { comparePaths("/spec/containers/2/env/9", "/spec/containers/2/env/11") }))
 }
