@@ -44,7 +44,7 @@ type Cache struct {
 	statefulSetRing cache.Indexer
 	deployments     cache.GenericLister
 	slices          cache.Indexer
-	pods            cache.GenericLister
+	pods            cache.Indexer
 	synced          []cache.InformerSynced
 	start           []func(<-chan struct{})
 
@@ -98,7 +98,7 @@ func NewCache(client kubernetes.Interface, meta metadata.Interface) (*Cache, err
 	if err := pods.Informer().SetTransform(trimPod); err != nil {
 		return nil, fmt.Errorf("pod transform: %w", err)
 	}
-	c.pods = pods.Lister()
+	c.pods = pods.Informer().GetIndexer()
 
 	c.synced = []cache.InformerSynced{sts.Informer().HasSynced, es.HasSynced, dep.Informer().HasSynced, pods.Informer().HasSynced}
 	c.start = []func(<-chan struct{}){all.Start, ringOnly.Start, md.Start, ringPods.Start}
@@ -205,8 +205,8 @@ func (c *Cache) terminating(ns string, ref *corev1.ObjectReference) bool {
 	if ref.Kind != "Pod" || ref.Name == "" {
 		return false
 	}
-	obj, err := c.pods.ByNamespace(ns).Get(ref.Name)
-	if err != nil {
+	obj, ok, err := c.pods.GetByKey(ns + "/" + ref.Name) // a miss costs no NotFound error: this runs per member
+	if err != nil || !ok {
 		return false
 	}
 	m, err := meta.Accessor(obj)

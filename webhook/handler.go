@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -56,7 +57,7 @@ func badRequest(cause error, format string, args ...any) error {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	review, err := DecodeReview(w, r)
+	req, pod, meta, err := decodePodReview(w, r)
 	if err != nil {
 		h.observe(start, OutcomeErrored, "bad-request")
 		h.Log.Debug("bad admission request", "remote", r.RemoteAddr, "err", err)
@@ -69,18 +70,53 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel = context.WithTimeout(ctx, h.Timeout)
 		defer cancel()
 	}
-	resp, outcome, reason := h.review(ctx, review.Request)
-	resp.UID = review.Request.UID
-	out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
-	body, err := json.Marshal(&out)
-	if err != nil { // cannot happen for these types; never answer half a response
+	resp, outcome, reason := h.review(ctx, req, pod)
+	resp.UID = req.UID
+	out := admissionv1.AdmissionReview{TypeMeta: meta, Response: resp}
+	w.Header().Set("Content-Type", "application/json")
+	// Encoded straight into the response (encoding/json encodes it whole before it writes:
+	// an error cannot leave half a response).
+	if err := json.NewEncoder(w).Encode(&out); err != nil {
+		// Nothing was written (an encoding error; a write error leaves nobody to tell).
 		h.observe(start, OutcomeErrored, "encode")
 		http.Error(w, "encode response: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(body)
 	h.observe(start, outcome, reason)
+}
+
+// podReview is an AdmissionReview whose object is decoded as a Pod in the same pass: the
+// request is read once, not once as a review and again as a pod. (Its Object field hides
+// AdmissionRequest's raw one.)
+type podReview struct {
+	metav1.TypeMeta `json:",inline"`
+	Request         *struct {
+		admissionv1.AdmissionRequest `json:",inline"`
+		Object                       *corev1.Pod `json:"object,omitempty"`
+	} `json:"request,omitempty"`
+}
+
+// decodePodReview is DecodeReview for /mutate: the same checks, and the object decoded as
+// a Pod (nil when the request has none, or when it is not one: review then says why).
+func decodePodReview(w http.ResponseWriter, r *http.Request) (*admissionv1.AdmissionRequest, *corev1.Pod, metav1.TypeMeta, error) {
+	body, err := readReview(w, r)
+	if err != nil {
+		return nil, nil, metav1.TypeMeta{}, err
+	}
+	var pr podReview
+	if err := unmarshal(body, &pr); err == nil && pr.Request != nil {
+		if err := checkReview(pr.TypeMeta, &pr.Request.AdmissionRequest); err != nil {
+			return nil, nil, metav1.TypeMeta{}, err
+		}
+		return &pr.Request.AdmissionRequest, pr.Request.Object, pr.TypeMeta, nil
+	}
+	// Not a review with a pod (another kind's object, or not a review at all): decode it
+	// as a plain review, for the precise answer.
+	review, err := decodeReview(body)
+	if err != nil {
+		return nil, nil, metav1.TypeMeta{}, err
+	}
+	return review.Request, nil, review.TypeMeta, nil
 }
 
 func (h *Handler) observe(start time.Time, outcome, reason string) {
@@ -92,6 +128,14 @@ func (h *Handler) observe(start time.Time, outcome, reason string) {
 // application/json, at most MaxRequestBytes, admission.k8s.io/v1 with a request and a uid,
 // keys matched case-sensitively. Every error is a *BadRequestError.
 func DecodeReview(w http.ResponseWriter, r *http.Request) (*admissionv1.AdmissionReview, error) {
+	body, err := readReview(w, r)
+	if err != nil {
+		return nil, err
+	}
+	return decodeReview(body)
+}
+
+func readReview(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.Method != http.MethodPost {
 		return nil, badRequest(nil, "method %s not allowed; the API server POSTs AdmissionReviews", r.Method)
 	}
@@ -99,7 +143,7 @@ func DecodeReview(w http.ResponseWriter, r *http.Request) (*admissionv1.Admissio
 	if err != nil || ct != "application/json" {
 		return nil, badRequest(nil, "content type %q not supported; want application/json", r.Header.Get("Content-Type"))
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
+	body, err := readAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes), r.ContentLength)
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
@@ -109,25 +153,53 @@ func DecodeReview(w http.ResponseWriter, r *http.Request) (*admissionv1.Admissio
 	case len(body) == 0:
 		return nil, badRequest(nil, "empty body; want an AdmissionReview")
 	}
+	return body, nil
+}
+
+// readAll is io.ReadAll with the buffer sized from Content-Length (at most
+// MaxRequestBytes) when the client sent one: no growing and copying on the way.
+func readAll(r io.Reader, size int64) ([]byte, error) {
+	if size <= 0 || size > MaxRequestBytes {
+		return io.ReadAll(r)
+	}
+	var b bytes.Buffer
+	b.Grow(int(size) + bytes.MinRead) // ReadFrom wants MinRead free to read to EOF without growing
+	_, err := b.ReadFrom(r)
+	return b.Bytes(), err
+}
+
+func decodeReview(body []byte) (*admissionv1.AdmissionReview, error) {
 	var review admissionv1.AdmissionReview
 	if err := unmarshal(body, &review); err != nil {
 		return nil, badRequest(err, "body is not an AdmissionReview: %v", err)
 	}
-	if review.APIVersion != admissionv1.SchemeGroupVersion.String() || review.Kind != "AdmissionReview" {
-		return nil, badRequest(nil, "got apiVersion %q kind %q; want admission.k8s.io/v1 AdmissionReview (set admissionReviewVersions: [v1])", review.APIVersion, review.Kind)
-	}
 	if review.Request == nil {
-		return nil, badRequest(nil, "AdmissionReview has no request")
-	}
-	if review.Request.UID == "" {
-		return nil, badRequest(nil, "AdmissionReview request has no uid")
+		if err := checkReview(review.TypeMeta, nil); err != nil {
+			return nil, err
+		}
+	} else if err := checkReview(review.TypeMeta, review.Request); err != nil {
+		return nil, err
 	}
 	return &review, nil
 }
 
+// checkReview: admission.k8s.io/v1, with a request that has a uid.
+func checkReview(tm metav1.TypeMeta, req *admissionv1.AdmissionRequest) error {
+	if tm.APIVersion != admissionv1.SchemeGroupVersion.String() || tm.Kind != "AdmissionReview" {
+		return badRequest(nil, "got apiVersion %q kind %q; want admission.k8s.io/v1 AdmissionReview (set admissionReviewVersions: [v1])", tm.APIVersion, tm.Kind)
+	}
+	if req == nil {
+		return badRequest(nil, "AdmissionReview has no request")
+	}
+	if req.UID == "" {
+		return badRequest(nil, "AdmissionReview request has no uid")
+	}
+	return nil
+}
+
 // review decides one request. Dry-run requests take exactly the same path: nothing here
 // writes anywhere (sideEffects: None).
-func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest) (resp *admissionv1.AdmissionResponse, outcome, reason string) {
+func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest, pod *corev1.Pod) (resp *admissionv1.AdmissionResponse, outcome, reason string) {
 	if req.Resource != podResource || req.SubResource != "" {
 		msg := fmt.Sprintf("habring mutates pods only, but was sent %s; fix the webhook configuration's rules", resourceName(req.Resource, req.SubResource))
 		h.log(ctx, slog.LevelWarn, "request for a resource habring does not handle", req, nil, "resource", req.Resource.String(), "subResource", req.SubResource)
@@ -136,11 +208,18 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest)
 	if req.Operation != admissionv1.Create {
 		return &admissionv1.AdmissionResponse{Allowed: true}, OutcomeSkipped, "not-create"
 	}
-	var pod corev1.Pod
-	if err := unmarshal(req.Object.Raw, &pod); err != nil {
-		return deny(http.StatusBadRequest, metav1.StatusReasonBadRequest, "request object is not a Pod: "+err.Error()), OutcomeErrored, "bad-object"
+	if pod == nil {
+		// The one-pass decode found no Pod: say why from the raw object.
+		pod = &corev1.Pod{}
+		err := errors.New("the request has no object")
+		if len(req.Object.Raw) > 0 {
+			err = unmarshal(req.Object.Raw, pod)
+		}
+		if err != nil {
+			return deny(http.StatusBadRequest, metav1.StatusReasonBadRequest, "request object is not a Pod: "+err.Error()), OutcomeErrored, "bad-object"
+		}
 	}
-	d, err := patch.Admit(ctx, &pod, req.Namespace, h.Source, h.Options)
+	d, err := patch.Admit(ctx, pod, req.Namespace, h.Source, h.Options)
 	var ae *patch.AnnotationError
 	switch {
 	case errors.As(err, &ae):
@@ -164,7 +243,7 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest)
 		h.log(ctx, slog.LevelDebug, "skipped", req, &d, "reason", d.Skip)
 		return &admissionv1.AdmissionResponse{Allowed: true}, OutcomeSkipped, d.Skip
 	}
-	p, err := json.Marshal(d.Result.Patch)
+	p, err := patch.EncodePatch(d.Result.Patch)
 	if err != nil {
 		return deny(http.StatusInternalServerError, metav1.StatusReasonInternalError, "encode patch: "+err.Error()), OutcomeErrored, "internal"
 	}
