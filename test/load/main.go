@@ -24,7 +24,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -52,12 +54,14 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "length of each phase (at most 60s)")
 	rate := flag.Int("rate", 1000, "requests per second for the fixed-rate phase (at most 20000)")
 	conns := flag.Int("conns", 16, "keep-alive connections (and workers) for the saturation phase (at most 256)")
+	rounds := flag.Int("rounds", 4, "saturation rounds per server, alternating habring and the floor (each duration/rounds)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the saturation phases (the whole process: servers and load) to this file")
 	flag.Parse()
-	if *duration <= 0 || *duration > time.Minute || *rate <= 0 || *rate > 20000 || *conns <= 0 || *conns > 256 {
-		fmt.Fprintln(os.Stderr, "load: -duration must be in (0, 60s], -rate in (0, 20000], -conns in (0, 256]")
+	if *duration <= 0 || *duration > time.Minute || *rate <= 0 || *rate > 20000 || *conns <= 0 || *conns > 256 || *rounds <= 0 || *rounds > 20 {
+		fmt.Fprintln(os.Stderr, "load: -duration must be in (0, 60s], -rate in (0, 20000], -conns in (0, 256], -rounds in (0, 20]")
 		os.Exit(2)
 	}
-	if err := run(*duration, *rate, *conns); err != nil {
+	if err := run(*duration, *rate, *conns, *rounds, *cpuProfile); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)
 	}
@@ -66,12 +70,12 @@ func main() {
 type result struct {
 	name                 string
 	satRPS               float64
-	satErrors            int64
+	satOK, satErrors     int64
 	p50, p90, p99, p999  time.Duration
 	fixedSent, fixedErrs int64
 }
 
-func run(d time.Duration, rate, conns int) error {
+func run(d time.Duration, rate, conns, rounds int, cpuProfile string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ca, err := pki.NewCA("load-ca", time.Hour)
@@ -97,22 +101,47 @@ func run(d time.Duration, rate, conns int) error {
 	if err != nil {
 		return err
 	}
-	var results []result
-	for _, s := range []struct {
+	servers := []struct {
 		name string
 		h    http.Handler
-	}{{"habring", habring}, {"echo floor", http.HandlerFunc(echo.Handler)}} {
-		addr, stop, err := serve(s.h, pair)
+	}{{"habring", habring}, {"echo floor", http.HandlerFunc(echo.Handler)}}
+	results := make([]result, len(servers))
+	addrs := make([]string, len(servers))
+	for i, srv := range servers {
+		addr, stop, err := serve(srv.h, pair)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "load: %s: saturation with %d connections for %s\n", s.name, conns, d)
-		r := result{name: s.name}
-		r.satRPS, r.satErrors = saturate(addr, pool, body, conns, d)
-		fmt.Fprintf(os.Stderr, "load: %s: %d req/s for %s\n", s.name, rate, d)
-		r.p50, r.p90, r.p99, r.p999, r.fixedSent, r.fixedErrs = fixedRate(addr, pool, body, rate, d)
-		stop()
-		results = append(results, r)
+		defer stop()
+		addrs[i], results[i].name = addr, srv.name
+	}
+	// Saturation in alternating rounds (habring, floor, habring, floor, ...): this machine's
+	// speed drifts (other tenants, frequency), and the ratio should not depend on which
+	// server ran while it was fast.
+	stopProfile, err := profile(cpuProfile)
+	if err != nil {
+		return err
+	}
+	elapsed := make([]time.Duration, len(servers))
+	var roundRatios []string
+	for round := range rounds {
+		var rps [2]float64
+		for i := range servers {
+			fmt.Fprintf(os.Stderr, "load: round %d/%d: %s: saturation with %d connections for %s\n", round+1, rounds, servers[i].name, conns, d/time.Duration(rounds))
+			ok, errs, took := saturate(addrs[i], pool, body, conns, d/time.Duration(rounds))
+			results[i].satOK += ok
+			results[i].satErrors += errs
+			elapsed[i] += took
+			rps[i] = float64(ok) / took.Seconds()
+		}
+		roundRatios = append(roundRatios, fmt.Sprintf("%.2f", rps[0]/rps[1]))
+	}
+	stopProfile()
+	for i := range servers {
+		results[i].satRPS = float64(results[i].satOK) / elapsed[i].Seconds()
+		fmt.Fprintf(os.Stderr, "load: %s: %d req/s for %s\n", servers[i].name, rate, d)
+		r := &results[i]
+		r.p50, r.p90, r.p99, r.p999, r.fixedSent, r.fixedErrs = fixedRate(addrs[i], pool, body, rate, d)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "server\tsaturation req/s\terrors\tat %d req/s: p50\tp90\tp99\tp99.9\tsent\terrors\n", rate)
@@ -120,8 +149,24 @@ func run(d time.Duration, rate, conns int) error {
 		fmt.Fprintf(tw, "%s\t%.0f\t%d\t%s\t%s\t%s\t%s\t%d\t%d\n", r.name, r.satRPS, r.satErrors, r.p50, r.p90, r.p99, r.p999, r.fixedSent, r.fixedErrs)
 	}
 	_ = tw.Flush()
-	fmt.Printf("habring / echo floor throughput: %.2f\n", results[0].satRPS/results[1].satRPS)
+	fmt.Printf("habring / echo floor throughput: %.2f (rounds: %s)\n", results[0].satRPS/results[1].satRPS, strings.Join(roundRatios, " "))
 	return nil
+}
+
+// profile starts a CPU profile into path when it is set; the returned func stops it.
+func profile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
 }
 
 // habringHandler is habring's router and handler over a ring of 3 live StatefulSet pods.
@@ -217,13 +262,15 @@ func do(c *http.Client, url string, body []byte) error {
 }
 
 // saturate runs conns closed-loop workers for d and returns requests/s and errors.
-func saturate(url string, pool *x509.CertPool, body []byte, conns int, d time.Duration) (float64, int64) {
+// saturate runs conns closed-loop workers for d and returns the requests answered, the
+// errors, and how long it took.
+func saturate(url string, pool *x509.CertPool, body []byte, conns int, d time.Duration) (ok, errs int64, took time.Duration) {
 	c := client(pool, conns)
 	// Warm the connections and the caches' first hit.
 	for range conns {
 		_ = do(c, url, body)
 	}
-	var ok, errs atomic.Int64
+	var okN, errN atomic.Int64
 	deadline := time.Now().Add(d)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -231,15 +278,16 @@ func saturate(url string, pool *x509.CertPool, body []byte, conns int, d time.Du
 		wg.Go(func() {
 			for time.Now().Before(deadline) {
 				if do(c, url, body) != nil {
-					errs.Add(1)
+					errN.Add(1)
 				} else {
-					ok.Add(1)
+					okN.Add(1)
 				}
 			}
 		})
 	}
 	wg.Wait()
-	return float64(ok.Load()) / time.Since(start).Seconds(), errs.Load()
+	c.CloseIdleConnections()
+	return okN.Load(), errN.Load(), time.Since(start)
 }
 
 // fixedRate sends rate requests/s for d (open loop) and returns latency percentiles,
