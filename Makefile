@@ -95,11 +95,12 @@ verify: ## fail on build output in git, gofmt, go vet, go mod tidy drift and sta
 	$(GO) test -count=1 ./patch ./render -run TestGolden -update
 	@if ! git diff --quiet -- patch/testdata render/testdata; then git diff --stat -- patch/testdata render/testdata; echo "golden files are stale: read 'git diff patch/testdata render/testdata', then commit"; exit 1; fi
 
+# The revision README's "Performance" table compares against ("before").
+BENCH_BASE ?= 233c182
+
 .PHONY: bench
-bench: cluster-build ## benchmarks: admission path (go test -bench), TLS load, memory, whole-cluster ratio
-	$(GO) test ./webhook -run '^$$' -bench . -benchmem -benchtime 2s
-	$(GO) run ./test/load -duration 10s -rate 1000 -conns 16
-	HABRING_E2E=1 HABRING_BENCH=1 $(GO) test -count=1 -v -timeout 30m -run 'TestBench' ./test/e2e
+bench: cluster-build ## every Performance figure, before (BENCH_BASE) and after (this tree): go test -bench with benchstat, TLS load beside the echo floor, cluster RSS and ratios (~15 min)
+	test/bench/compare.sh $(BENCH_BASE)
 
 # Minimizing each new input runs the target many times more; on these large, fully
 # instrumented test binaries the default minute of it per input stalls the search.
