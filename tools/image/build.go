@@ -77,7 +77,7 @@ func Build(ctx context.Context, o Options) (v1.Hash, error) {
 		if err != nil {
 			return v1.Hash{}, fmt.Errorf("image for %s: %w", p, err)
 		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: noArtifactType{img}, Descriptor: v1.Descriptor{
 			Platform: &v1.Platform{OS: p.OS, Architecture: p.Arch}}})
 	}
 	idx = mutate.Annotations(idx, labels).(v1.ImageIndex)
@@ -112,6 +112,15 @@ func goBuild(ctx context.Context, pkg string, p Platform, out string) error {
 	}
 	return nil
 }
+
+// noArtifactType is an image whose index entry carries no artifactType: go-containerregistry
+// fills it with the config's media type (OCI 1.1 allows it, for artifacts), and tools that
+// predate OCI 1.1 drop the unknown field, which changes the index's digest (skopeo 1.9.3
+// did, copying the archive to a registry).
+type noArtifactType struct{ v1.Image }
+
+// ArtifactType is empty: this is an image, not an artifact.
+func (noArtifactType) ArtifactType() (string, error) { return "", nil }
 
 // image is one platform's image: a single layer holding the files (image path → file
 // here), on nothing.

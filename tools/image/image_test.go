@@ -87,6 +87,7 @@ func TestImage(t *testing.T) {
 	machines := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
 	for _, d := range im.Manifests {
 		require.Equal(t, types.OCIManifestSchema1, d.MediaType)
+		require.Empty(t, d.ArtifactType, "an image, not an artifact: tools before OCI 1.1 would drop the field and change the digest")
 		require.NotNil(t, d.Platform)
 		img, err := idx.Image(d.Digest)
 		require.NoError(t, err)
