@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"strconv"
@@ -113,6 +114,17 @@ func installed(t *testing.T, ca *pki.CA, addr string) *world {
 	for i, role := range []string{patch.RoleLeader, patch.RoleFollower, patch.RoleFollower} {
 		w.objs = append(w.objs, ringPod(i, role, true))
 	}
+	// The ring's Service's slice: the three pods ready, a fourth address not.
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: "redis-ring", Labels: map[string]string{patch.LabelRing: "main"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+	}
+	for i, ready := range []bool{true, true, true, false} {
+		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{Addresses: []string{"10.0.0." + strconv.Itoa(10+i)},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)},
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Name: "redis-" + strconv.Itoa(i)}})
+	}
+	w.objs = append(w.objs, slice)
 	return w
 }
 
@@ -141,8 +153,10 @@ func (w *world) checker(t *testing.T) *Checker {
 	require.NoError(t, metav1.AddMetaToScheme(scheme))
 	cfg := Defaults()
 	cfg.Timeout = 2 * time.Second
+	kube := fake.NewClientset(w.objs...)
+	kube.AddProxyReactor("pods", func(k8stesting.Action) (bool, restclient.ResponseWrapper, error) { return true, unreachable{}, nil })
 	return &Checker{
-		Clients: &ring.Clients{Kube: fake.NewClientset(w.objs...), Meta: metadatafake.NewSimpleMetadataClient(scheme), Host: "https://test"},
+		Clients: &ring.Clients{Kube: kube, Meta: metadatafake.NewSimpleMetadataClient(scheme), Host: "https://test"},
 		Config:  cfg,
 		Now:     func() time.Time { return now },
 	}
@@ -190,7 +204,7 @@ func TestHealthyInstall(t *testing.T) {
 		"✓ labeler ClusterRole habring-labeler\n",
 		"✓ labeler policies habring-labeler-own-role-only, habring-labeler-own-lease-only, bound\n",
 		"namespace shop\n--------------\n✓ RoleBinding habring-labeler binds habring-labeler to service account default, whose pods run the labeler\n",
-		"✓ ring main: 3 pods injected, 3 ready, 0 ready members in its EndpointSlices\n",
+		"✓ ring main: 3 pods injected, 3 ready, 3 live members as the webhook sees them\n",
 		"- ring main: service groups not checked: no Supervisor census through the API server's pod proxy",
 		"✓ ring main, StatefulSet redis: one pod labelled leader, redis-0\n",
 		"Status check results are ✓\n",
@@ -279,7 +293,7 @@ func TestExplainPod(t *testing.T) {
 	}
 	require.Contains(t, explain("shop", "redis-0"), "✓ injected by habring into ring main, peers 10.0.0.10")
 	out := explain("shop", "redis-3")
-	require.Contains(t, out, "× not injected: the webhook would inject it now (peers redis-0.redis.shop.svc.cluster.local,")
+	require.Contains(t, out, "× not injected: the webhook would inject it now (peers 10.0.0.10,10.0.0.11,10.0.0.12): ")
 	require.Contains(t, out, "    kubectl -n shop delete pod redis-3")
 	require.Contains(t, explain("elsewhere", "p"), "× not injected: namespace elsewhere is not selected by the webhook (habitat.sh/inject in (enabled))\n    kubectl label namespace elsewhere habitat.sh/inject=enabled")
 	require.Contains(t, explain("shop", "nope"), "× pod shop/nope does not exist")
@@ -291,6 +305,16 @@ type rawResponse []byte
 func (b rawResponse) DoRaw(context.Context) ([]byte, error) { return b, nil }
 func (b rawResponse) Stream(context.Context) (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+// unreachable is the pod proxy's answer when no gateway listens (the fake's default here).
+type unreachable struct{}
+
+func (unreachable) DoRaw(context.Context) ([]byte, error) {
+	return nil, errors.New("dial tcp: connect: connection refused")
+}
+func (unreachable) Stream(context.Context) (io.ReadCloser, error) {
+	return nil, errors.New("dial tcp: connect: connection refused")
 }
 
 // With a census read through the pod proxy, the ring's service groups are checked: a
@@ -306,7 +330,7 @@ func TestRingCensus(t *testing.T) {
 		"m2":{"alive":true,"sys":{"ip":"10.0.0.12"}},
 		"deadbeef":{"confirmed":true,"sys":{"ip":"10.0.0.99"}}}}}}`
 	var asked []string
-	c.Clients.Kube.(*fake.Clientset).AddProxyReactor("pods", func(a k8stesting.Action) (bool, restclient.ResponseWrapper, error) {
+	c.Clients.Kube.(*fake.Clientset).PrependProxyReactor("pods", func(a k8stesting.Action) (bool, restclient.ResponseWrapper, error) {
 		asked = append(asked, a.(k8stesting.ProxyGetAction).GetName()+":"+a.(k8stesting.ProxyGetAction).GetPort()+"/"+a.(k8stesting.ProxyGetAction).GetPath())
 		return true, rawResponse(census), nil
 	})

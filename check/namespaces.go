@@ -206,9 +206,9 @@ func (c *Checker) checkRing(ctx context.Context, r *Report, ns, ring string, pod
 			byIP[p.Status.PodIP] = p
 		}
 	}
-	members := "no member"
+	members := "members not known"
 	if m, err := c.liveMembers(ctx, ns, ring); err == nil {
-		members = fmt.Sprintf("%d ready members in its EndpointSlices", m)
+		members = fmt.Sprintf("%d live members as the webhook sees them", m)
 	}
 	r.Pass("ring %s: %d pods injected, %d ready, %s", ring, len(pods), ready, members)
 
@@ -273,20 +273,19 @@ func (c *Checker) leaders(r *Report, ns, what string, elected bool, leaders []st
 	}
 }
 
+// liveMembers counts the ring's live members as admission sees them: the webhook's own
+// cache (ready endpoints of the ring's EndpointSlices, terminating pods left out, each
+// address once).
 func (c *Checker) liveMembers(ctx context.Context, ns, ring string) (int, error) {
-	list, err := c.Clients.Kube.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: patch.LabelRing + "=" + ring})
+	src, err := c.source(ctx)
 	if err != nil {
 		return 0, err
 	}
-	n := 0
-	for _, es := range list.Items {
-		for _, ep := range es.Endpoints {
-			if ep.Conditions.Ready != nil && *ep.Conditions.Ready {
-				n++
-			}
-		}
+	r, err := src.Ring(ctx, ns, ring)
+	if err != nil {
+		return 0, err
 	}
-	return n, nil
+	return len(patch.LiveMembers("", r)), nil
 }
 
 // census reads GET /census from the first ready pod of the ring whose Supervisor gateway
@@ -298,11 +297,7 @@ func (c *Checker) census(ctx context.Context, pods []*corev1.Pod) (*labeler.Cens
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, c.Config.Timeout)
-		var body []byte
-		err := errors.New("no pod proxy")
-		if rw := c.Clients.Kube.CoreV1().Pods(p.Namespace).ProxyGet("http", p.Name, strconv.Itoa(patch.GatewayPort), "census", nil); rw != nil {
-			body, err = rw.DoRaw(cctx)
-		}
+		body, err := c.Clients.Kube.CoreV1().Pods(p.Namespace).ProxyGet("http", p.Name, strconv.Itoa(patch.GatewayPort), "census", nil).DoRaw(cctx)
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", p.Name, err))

@@ -59,7 +59,7 @@ func (e *elector) run(ctx context.Context) {
 				rctx, cancel := context.WithDeadline(ctx, deadline)
 				renewed = e.tryAcquireOrRenew(rctx)
 				cancel()
-				if !renewed && !e.sleep(ctx, min(e.retry, time.Until(deadline))) {
+				if !renewed && !e.sleep(ctx, min(e.retry, deadline.Sub(e.clock.Now()))) {
 					return
 				}
 			}

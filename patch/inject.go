@@ -160,9 +160,7 @@ func shrink[T any](path string, omitEmpty bool, from, to []T, adds *[]jsonpatch.
 	case len(to) < len(from) || (len(from) == 0 && !omitEmpty):
 		return whole(from), whole(to)
 	case len(from) == 0:
-		if len(to) > 0 {
-			*adds = append(*adds, jsonpatch.NewOperation("add", path, to))
-		}
+		addTail(path, 0, reflect.ValueOf(&to).Elem(), adds)
 		return nil, nil
 	}
 	fromView, toView = make([]any, len(from)), make([]any, len(from))
@@ -179,10 +177,23 @@ func shrink[T any](path string, omitEmpty bool, from, to []T, adds *[]jsonpatch.
 			fromView[i], toView[i] = fv, tv
 		}
 	}
-	for i := len(from); i < len(to); i++ {
-		*adds = append(*adds, jsonpatch.NewOperation("add", path+"/"+strconv.Itoa(i), &to[i]))
-	}
+	addTail(path, len(from), reflect.ValueOf(&to).Elem(), adds)
 	return fromView, toView
+}
+
+// addTail puts in adds the operations the library's diff gives for the elements of list
+// to from index n on: the whole list when the other side left it out of the JSON (n = 0:
+// empty, and omitted), else each element at its index.
+func addTail(path string, n int, to reflect.Value, adds *[]jsonpatch.Operation) {
+	switch {
+	case to.Len() <= n:
+	case n == 0:
+		*adds = append(*adds, jsonpatch.NewOperation("add", path, to.Addr().Interface()))
+	default:
+		for i := n; i < to.Len(); i++ {
+			*adds = append(*adds, jsonpatch.NewOperation("add", path+"/"+strconv.Itoa(i), to.Index(i).Addr().Interface()))
+		}
+	}
 }
 
 // mapOps puts in ops what the library's diff gives for a string map at path whose JSON
@@ -218,7 +229,7 @@ func mapOps(path string, from, to map[string]string, ops *[]jsonpatch.Operation)
 // changedFields views two values of one struct type at path by the fields that differ (a
 // container whose args and env Mutate extended): each a map from the field's JSON name to
 // its value, a field left out of a side where encoding/json would leave it out
-// (omitempty), so the diff finds the same operations as on the whole values. A list
+// (omitempty, omitzero), so the diff finds the same operations as on the whole values. A list
 // field that only grew is left out of both and its new elements go to adds, as for
 // shrink's lists. ok is false for a type it cannot view so (not a struct, or with
 // embedded fields).
@@ -233,16 +244,16 @@ func changedFields(path string, a, b reflect.Value, adds *[]jsonpatch.Operation)
 		if reflect.DeepEqual(xp, yp) {
 			continue
 		}
-		if appended(path+"/"+escapePointer(f.name), f.omitEmpty, x, y, adds) {
+		if appended(path+"/"+escapePointer(f.name), f, x, y, adds) {
 			continue
 		}
 		if av == nil {
 			av, bv = map[string]any{}, map[string]any{}
 		}
-		if !f.omitEmpty || !isEmptyJSON(x) {
+		if !f.omitted(x) {
 			av[f.name] = xp
 		}
-		if !f.omitEmpty || !isEmptyJSON(y) {
+		if !f.omitted(y) {
 			bv[f.name] = yp
 		}
 	}
@@ -252,20 +263,14 @@ func changedFields(path string, a, b reflect.Value, adds *[]jsonpatch.Operation)
 // appended reports whether list y is list x with elements added at its end, and if so
 // puts the operations that add them in adds: the whole list when x is left out of the
 // JSON (empty, omitempty), else each new element at its index.
-func appended(path string, omitEmpty bool, x, y reflect.Value, adds *[]jsonpatch.Operation) bool {
-	if x.Kind() != reflect.Slice || y.Len() <= x.Len() || (x.Len() == 0 && !omitEmpty) {
+func appended(path string, f jsonField, x, y reflect.Value, adds *[]jsonpatch.Operation) bool {
+	if x.Kind() != reflect.Slice || y.Len() <= x.Len() || (x.Len() == 0 && !f.omitted(x)) {
 		return false
 	}
-	if x.Len() == 0 {
-		*adds = append(*adds, jsonpatch.NewOperation("add", path, y.Addr().Interface()))
-		return true
-	}
-	if !reflect.DeepEqual(x.Interface(), y.Slice(0, x.Len()).Interface()) {
+	if x.Len() > 0 && !reflect.DeepEqual(x.Interface(), y.Slice(0, x.Len()).Interface()) {
 		return false
 	}
-	for i := x.Len(); i < y.Len(); i++ {
-		*adds = append(*adds, jsonpatch.NewOperation("add", path+"/"+strconv.Itoa(i), y.Index(i).Addr().Interface()))
-	}
+	addTail(path, x.Len(), y, adds)
 	return true
 }
 
@@ -278,9 +283,14 @@ func escapePointer(s string) string {
 }
 
 type jsonField struct {
-	name      string
-	index     int
-	omitEmpty bool
+	name                string
+	index               int
+	omitEmpty, omitZero bool
+}
+
+// omitted: encoding/json leaves the field's value v out.
+func (f jsonField) omitted(v reflect.Value) bool {
+	return (f.omitEmpty && isEmptyJSON(v)) || (f.omitZero && v.IsZero())
 }
 
 var jsonFieldCache sync.Map // reflect.Type → []jsonField, or nil when it cannot be viewed
@@ -296,8 +306,9 @@ func jsonFieldsOf(t reflect.Type) ([]jsonField, bool) {
 		for i := range t.NumField() {
 			sf := t.Field(i)
 			name, opts, _ := strings.Cut(sf.Tag.Get("json"), ",")
-			if sf.Anonymous || strings.Contains(opts, "inline") {
-				fields = nil
+			options := strings.Split(opts, ",")
+			if sf.Anonymous || slices.Contains(options, "inline") || slices.Contains(options, "string") {
+				fields = nil // encoded in ways a field-by-field view would not reproduce
 				break
 			}
 			if name == "-" || !sf.IsExported() {
@@ -306,7 +317,8 @@ func jsonFieldsOf(t reflect.Type) ([]jsonField, bool) {
 			if name == "" {
 				name = sf.Name
 			}
-			fields = append(fields, jsonField{name: name, index: i, omitEmpty: slices.Contains(strings.Split(opts, ","), "omitempty")})
+			fields = append(fields, jsonField{name: name, index: i,
+				omitEmpty: slices.Contains(options, "omitempty"), omitZero: slices.Contains(options, "omitzero")})
 		}
 	}
 	jsonFieldCache.Store(t, fields)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	jsonpatch5 "github.com/evanphx/json-patch/v5"
 	"github.com/stretchr/testify/require"
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -204,4 +205,59 @@ func TestComparePaths(t *testing.T) {
 		"/spec/volumes/-"}, paths)
 	require.Zero(t, comparePaths("/a/1", "/a/1"))
 	require.Zero(t, testing.AllocsPerRun(100, func() { comparePaths("/spec/containers/2/env/9", "/spec/containers/2/env/11") }))
+}
+
+// The list and field views give operations that turn the JSON of from into the JSON of to,
+// also for fields encoding/json leaves out (omitempty, omitzero), keys that need escaping,
+// and types it cannot view field by field (",string").
+func TestShrinkOperationsApply(t *testing.T) {
+	t.Parallel()
+	type inner struct {
+		A string `json:"a"`
+	}
+	type elem struct {
+		Name  string   `json:"name"`
+		Z     inner    `json:"z,omitzero"`
+		E     []string `json:"e,omitempty"`
+		Slash string   `json:"a/b~c,omitempty"`
+	}
+	type quoted struct {
+		Name string `json:"name"`
+		N    int    `json:"n,string"`
+	}
+	base := []elem{{Name: "a"}, {Name: "b", E: []string{"x"}}}
+	requireShrinkApplies(t, nil, base)
+	requireShrinkApplies(t, base, append(slices.Clone(base), elem{Name: "c"}))
+	grown := slices.Clone(base)
+	grown[0].Z, grown[0].E, grown[0].Slash = inner{A: "set"}, []string{"new"}, "v"
+	grown[1].E = []string{"x", "y", "z"}
+	requireShrinkApplies(t, base, grown)
+	requireShrinkApplies(t, grown, []elem{{Name: "a", Z: inner{A: "q"}}})
+	requireShrinkApplies(t, []quoted{{Name: "a", N: 1}}, []quoted{{Name: "a", N: 2}, {Name: "b"}})
+}
+
+func requireShrinkApplies[T any](t *testing.T, from, to []T) {
+	t.Helper()
+	type doc struct {
+		L []T `json:"l,omitempty"`
+	}
+	var adds []jsonpatch.Operation
+	fv, tv := shrink("/l", true, from, to, &adds)
+	a, err := json.Marshal(map[string]any{"l": fv})
+	require.NoError(t, err)
+	b, err := json.Marshal(map[string]any{"l": tv})
+	require.NoError(t, err)
+	ops, err := jsonpatch.CreatePatch(a, b)
+	require.NoError(t, err)
+	p, err := EncodePatch(append(ops, adds...))
+	require.NoError(t, err)
+	decoded, err := jsonpatch5.DecodePatch(p)
+	require.NoError(t, err)
+	before, err := json.Marshal(doc{L: from})
+	require.NoError(t, err)
+	after, err := decoded.Apply(before)
+	require.NoError(t, err, "patch %s on %s", p, before)
+	want, err := json.Marshal(doc{L: to})
+	require.NoError(t, err)
+	require.JSONEq(t, string(want), string(after), "patch %s", p)
 }

@@ -21,15 +21,9 @@ type Clients struct {
 	Host string
 }
 
-// RESTConfig loads the kubeconfig at path, or the in-cluster config (the pod's service
-// account token) when path is empty, and names the caller in userAgent.
-func RESTConfig(path, userAgent string) (*rest.Config, error) {
-	return restconfig.Load(path, userAgent)
-}
-
 // Connect builds the clients from the kubeconfig at path (in-cluster when empty).
 func Connect(path, userAgent string) (*Clients, error) {
-	rc, err := RESTConfig(path, userAgent)
+	rc, err := restconfig.Load(path, userAgent)
 	if err != nil {
 		return nil, err
 	}

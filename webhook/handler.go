@@ -173,11 +173,7 @@ func decodeReview(body []byte) (*admissionv1.AdmissionReview, error) {
 	if err := unmarshal(body, &review); err != nil {
 		return nil, badRequest(err, "body is not an AdmissionReview: %v", err)
 	}
-	if review.Request == nil {
-		if err := checkReview(review.TypeMeta, nil); err != nil {
-			return nil, err
-		}
-	} else if err := checkReview(review.TypeMeta, review.Request); err != nil {
+	if err := checkReview(review.TypeMeta, review.Request); err != nil {
 		return nil, err
 	}
 	return &review, nil

@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/patch"
 	"github.com/habring/habring/test/cluster"
@@ -101,7 +102,7 @@ func TestInstall(t *testing.T) {
 	require.NoError(t, err)
 
 	flags := genericclioptions.NewConfigFlags(false)
-	flags.KubeConfig, flags.Namespace = &c.Kubeconfig, ptrTo(releaseNS)
+	flags.KubeConfig, flags.Namespace = &c.Kubeconfig, ptr.To(releaseNS)
 	cfg := action.NewConfiguration()
 	require.NoError(t, cfg.Init(flags, releaseNS, "secret"))
 	in := action.NewInstall(cfg)
@@ -223,5 +224,3 @@ func TestInstall(t *testing.T) {
 		t.Log("no kubectl here: `kubectl habring` not run (the plugin name is unit-tested in cmd/habring)")
 	}
 }
-
-func ptrTo[T any](v T) *T { return &v }
