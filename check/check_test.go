@@ -26,7 +26,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/ring"
 	"github.com/habring/habring/test/pki"
 )
@@ -81,7 +81,7 @@ func installed(t *testing.T, ca *pki.CA, addr string) *world {
 				FailurePolicy:  ptr.To(admissionregistrationv1.Fail),
 				TimeoutSeconds: ptr.To[int32](10),
 				NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-					{Key: patch.LabelInject, Operator: metav1.LabelSelectorOpIn, Values: []string{"enabled"}},
+					{Key: contract.LabelInject, Operator: metav1.LabelSelectorOpIn, Values: []string{"enabled"}},
 				}},
 			}},
 		},
@@ -97,9 +97,9 @@ func installed(t *testing.T, ca *pki.CA, addr string) *world {
 			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "patch"}},
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
 		}},
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{patch.LabelInject: "enabled"}}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{contract.LabelInject: "enabled"}}},
 		&appsv1.StatefulSet{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "redis", Annotations: map[string]string{patch.AnnotationRing: "main", patch.AnnotationTopology: "leader"}},
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "redis", Annotations: map[string]string{contract.AnnotationRing: "main", contract.AnnotationTopology: "leader"}},
 			Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](3), ServiceName: "redis",
 				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "redis"}}},
 		},
@@ -111,12 +111,12 @@ func installed(t *testing.T, ca *pki.CA, addr string) *world {
 		w.objs = append(w.objs, &admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: n}},
 			&admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: n}})
 	}
-	for i, role := range []string{patch.RoleLeader, patch.RoleFollower, patch.RoleFollower} {
+	for i, role := range []string{contract.RoleLeader, contract.RoleFollower, contract.RoleFollower} {
 		w.objs = append(w.objs, ringPod(i, role, true))
 	}
 	// The ring's Service's slice: the three pods ready, a fourth address not.
 	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: "redis-ring", Labels: map[string]string{patch.LabelRing: "main"}},
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: "redis-ring", Labels: map[string]string{contract.LabelRing: "main"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 	}
 	for i, ready := range []bool{true, true, true, false} {
@@ -131,17 +131,17 @@ func installed(t *testing.T, ca *pki.CA, addr string) *world {
 func ringPod(i int, role string, injected bool) *corev1.Pod {
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "redis-" + strconv.Itoa(i),
-			Labels:          map[string]string{"app": "redis", patch.LabelRing: "main", patch.LabelRole: role},
+			Labels:          map[string]string{"app": "redis", contract.LabelRing: "main", contract.LabelRole: role},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "redis", Controller: ptr.To(true)}}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "redis"}}, InitContainers: []corev1.Container{{Name: patch.LabelerContainerName}}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "redis"}}, InitContainers: []corev1.Container{{Name: contract.LabelerContainerName}}},
 		Status: corev1.PodStatus{PodIP: "10.0.0." + strconv.Itoa(10+i),
 			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
 	}
 	if injected {
-		p.Annotations = map[string]string{patch.AnnotationStatus: patch.StatusInjected, patch.AnnotationPeers: "10.0.0.10"}
+		p.Annotations = map[string]string{contract.AnnotationStatus: contract.StatusInjected, contract.AnnotationPeers: "10.0.0.10"}
 	} else {
-		delete(p.Labels, patch.LabelRing)
-		delete(p.Labels, patch.LabelRole)
+		delete(p.Labels, contract.LabelRing)
+		delete(p.Labels, contract.LabelRole)
 		p.Spec.InitContainers = nil
 	}
 	return p
@@ -236,7 +236,7 @@ func TestBrokenInstalls(t *testing.T) {
 				var objs []runtime.Object
 				for _, o := range w.objs {
 					if p, ok := o.(*corev1.Pod); ok && p.Name == "redis-2" {
-						p.Labels[patch.LabelRole] = patch.RoleLeader
+						p.Labels[contract.LabelRole] = contract.RoleLeader
 					}
 					if _, ok := o.(*rbacv1.RoleBinding); !ok {
 						objs = append(objs, o)

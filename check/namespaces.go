@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/labeler"
 	"github.com/habring/habring/patch"
 )
@@ -69,7 +70,7 @@ func (c *Checker) checkNamespace(ctx context.Context, r *Report, inst *install, 
 		return fmt.Errorf("list pods in %s: %w", ns.Name, err)
 	}
 	if len(workloads) == 0 {
-		r.Pass("no StatefulSet or Deployment in %s has the %s annotation", ns.Name, patch.AnnotationRing)
+		r.Pass("no StatefulSet or Deployment in %s has the %s annotation", ns.Name, contract.AnnotationRing)
 		return nil
 	}
 	c.checkRoleBinding(ctx, r, inst, ns.Name, podList.Items)
@@ -174,7 +175,7 @@ func (c *Checker) checkRoleBinding(ctx context.Context, r *Report, inst *install
 
 func hasLabeler(p *corev1.Pod) bool {
 	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
-		if slices.ContainsFunc(cs, func(c corev1.Container) bool { return c.Name == patch.LabelerContainerName }) {
+		if slices.ContainsFunc(cs, func(c corev1.Container) bool { return c.Name == contract.LabelerContainerName }) {
 			return true
 		}
 	}
@@ -230,7 +231,7 @@ func (c *Checker) checkRing(ctx context.Context, r *Report, ns, ring string, pod
 		}
 		var leaders []string
 		for _, m := range group.Population {
-			if p, ok := byIP[m.Sys.IP]; ok && p.Labels[patch.LabelRole] == patch.RoleLeader {
+			if p, ok := byIP[m.Sys.IP]; ok && p.Labels[contract.LabelRole] == contract.RoleLeader {
 				leaders = append(leaders, p.Name)
 			}
 		}
@@ -246,7 +247,7 @@ func (c *Checker) leadersByWorkload(r *Report, ring string, pods []*corev1.Pod) 
 	ns := ""
 	for _, p := range pods {
 		ns = p.Namespace
-		if p.Labels[patch.LabelRole] == patch.RoleLeader {
+		if p.Labels[contract.LabelRole] == contract.RoleLeader {
 			o, _ := patch.OwnerOf(p)
 			by[o.Kind+" "+o.Name] = append(by[o.Kind+" "+o.Name], p.Name)
 		}
@@ -261,9 +262,9 @@ func (c *Checker) leaders(r *Report, ns, what string, elected bool, leaders []st
 	switch {
 	case len(leaders) > 1:
 		r.Fail(fmt.Sprintf("which labeler holds the Lease: kubectl -n %s get leases; its log: kubectl -n %s logs <pod> -c %s\nlabels set by hand: kubectl -n %s label pod %s %s-",
-			ns, ns, patch.LabelerContainerName, ns, strings.Join(leaders, " "), patch.LabelRole),
+			ns, ns, contract.LabelerContainerName, ns, strings.Join(leaders, " "), contract.LabelRole),
 			"%s: %d pods labelled %s=%s (%s): a Service selecting the leader sends writes to more than one",
-			what, len(leaders), patch.LabelRole, patch.RoleLeader, strings.Join(leaders, ", "))
+			what, len(leaders), contract.LabelRole, contract.RoleLeader, strings.Join(leaders, ", "))
 	case len(leaders) == 1:
 		r.Pass("%s: one pod labelled leader, %s", what, leaders[0])
 	case elected:
@@ -285,7 +286,7 @@ func (c *Checker) liveMembers(ctx context.Context, ns, ring string) (int, error)
 	if err != nil {
 		return 0, err
 	}
-	return len(patch.LiveMembers("", r)), nil
+	return len(contract.LiveMembers("", r)), nil
 }
 
 // census reads GET /census from the first ready pod of the ring whose Supervisor gateway
@@ -297,7 +298,7 @@ func (c *Checker) census(ctx context.Context, pods []*corev1.Pod) (*labeler.Cens
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, c.Config.Timeout)
-		body, err := c.Clients.Kube.CoreV1().Pods(p.Namespace).ProxyGet("http", p.Name, strconv.Itoa(patch.GatewayPort), "census", nil).DoRaw(cctx)
+		body, err := c.Clients.Kube.CoreV1().Pods(p.Namespace).ProxyGet("http", p.Name, strconv.Itoa(contract.GatewayPort), "census", nil).DoRaw(cctx)
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", p.Name, err))

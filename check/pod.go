@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/patch"
 )
 
@@ -28,13 +29,13 @@ func (c *Checker) ExplainPod(ctx context.Context, ns, name string) (*Report, err
 		return nil, fmt.Errorf("read pod %s/%s: %w", ns, name, err)
 	}
 	if patch.Injected(p) {
-		peers := p.Annotations[patch.AnnotationPeers]
+		peers := p.Annotations[contract.AnnotationPeers]
 		if peers == "" {
 			peers = "none: it bootstraps the ring"
 		}
-		r.Pass("injected by habring into ring %s, peers %s (%s)", p.Labels[patch.LabelRing], peers, p.Annotations[patch.AnnotationPeersReason])
-		if role, ok := p.Labels[patch.LabelRole]; ok {
-			r.Pass("labelled %s=%s by its labeler", patch.LabelRole, role)
+		r.Pass("injected by habring into ring %s, peers %s (%s)", p.Labels[contract.LabelRing], peers, p.Annotations[contract.AnnotationPeersReason])
+		if role, ok := p.Labels[contract.LabelRole]; ok {
+			r.Pass("labelled %s=%s by its labeler", contract.LabelRole, role)
 		}
 		return r, nil
 	}
@@ -64,11 +65,11 @@ func (c *Checker) explain(ctx context.Context, ns string, p *corev1.Pod) (why, f
 	case err != nil:
 		return "the webhook denies it now: " + err.Error(), recreate, Fail
 	case d.Skip == patch.SkipOptedOut:
-		return "opted out by its annotation " + patch.AnnotationInject + ": " + patch.InjectDisabled, "remove the annotation from the pod template to inject it", Warn
+		return "opted out by its annotation " + contract.AnnotationInject + ": " + contract.InjectDisabled, "remove the annotation from the pod template to inject it", Warn
 	case d.Skip == patch.SkipNoOwner:
 		return "it has no StatefulSet or ReplicaSet controller, so it is in no ring", "", Warn
 	case d.Skip == patch.SkipNoRing:
-		return fmt.Sprintf("its %s %s has no %s annotation", d.Owner.Kind, d.Owner.Name, patch.AnnotationRing), "", Warn
+		return fmt.Sprintf("its %s %s has no %s annotation", d.Owner.Kind, d.Owner.Name, contract.AnnotationRing), "", Warn
 	}
 	peers := strings.Join(d.Result.Plan.Peers, ",")
 	if peers == "" {

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 )
 
 // Election statuses of a census group (the Supervisor's census::ElectionStatus).
@@ -113,7 +113,7 @@ func Decide(c *Census, group string) (role, decided string, err error) {
 		slices.Sort(mine)
 		switch len(mine) {
 		case 0:
-			return patch.RoleNone, "", nil // no service loaded yet
+			return contract.RoleNone, "", nil // no service loaded yet
 		case 1:
 			group = mine[0]
 		default:
@@ -122,19 +122,19 @@ func Decide(c *Census, group string) (role, decided string, err error) {
 	}
 	g, ok := c.Groups[group]
 	if !ok {
-		return patch.RoleNone, group, nil
+		return contract.RoleNone, group, nil
 	}
 	if g.ElectionStatus != ElectionFinished {
-		return patch.RoleNone, group, nil
+		return contract.RoleNone, group, nil
 	}
 	self, member := g.Population[c.LocalMemberID]
 	switch {
 	case g.LeaderID != nil && *g.LeaderID == c.LocalMemberID && member && self.Alive:
-		return patch.RoleLeader, group, nil
+		return contract.RoleLeader, group, nil
 	case g.LeaderID != nil && *g.LeaderID == c.LocalMemberID:
-		return patch.RoleNone, group, nil // named leader, but not alive (or absent) here
+		return contract.RoleNone, group, nil // named leader, but not alive (or absent) here
 	case member:
-		return patch.RoleFollower, group, nil
+		return contract.RoleFollower, group, nil
 	}
-	return patch.RoleNone, group, nil
+	return contract.RoleNone, group, nil
 }

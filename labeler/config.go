@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 )
 
 // Config is everything `habring labeler` is told, validated once by Validate.
@@ -47,12 +47,12 @@ type Config struct {
 // Defaults returns a Config with every documented default set.
 func Defaults() Config {
 	return Config{
-		Gateway:       fmt.Sprintf("http://127.0.0.1:%d", patch.GatewayPort),
+		Gateway:       fmt.Sprintf("http://127.0.0.1:%d", contract.GatewayPort),
 		Interval:      5 * time.Second,
 		StaleAfter:    30 * time.Second,
 		LeaseDuration: 15 * time.Second,
-		MaxPeers:      patch.DefaultMaxPeers,
-		HealthListen:  fmt.Sprintf(":%d", patch.LabelerHealthPort),
+		MaxPeers:      contract.DefaultMaxPeers,
+		HealthListen:  fmt.Sprintf(":%d", contract.LabelerHealthPort),
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/clock"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 )
 
 // fence makes the leader label exclusive within a ring and service group. Supervisors can
@@ -129,9 +129,9 @@ func (l *Labeler) otherLeaders(ctx context.Context, c *Census, group string) ([]
 			ips[m.Sys.IP] = true
 		}
 	}
-	sel := labels.Set{patch.LabelRole: patch.RoleLeader}
+	sel := labels.Set{contract.LabelRole: contract.RoleLeader}
 	if l.cfg.Ring != "" {
-		sel[patch.LabelRing] = l.cfg.Ring
+		sel[contract.LabelRing] = l.cfg.Ring
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 )
 
 // FuzzCensus throws arbitrary bodies at the census decoder and the role decision, as a
@@ -41,7 +41,7 @@ func FuzzCensus(f *testing.F) {
 			if !errors.Is(err, ErrAmbiguousGroup) {
 				t.Fatalf("unexpected error %v", err)
 			}
-		case role != patch.RoleLeader && role != patch.RoleFollower && role != patch.RoleNone:
+		case role != contract.RoleLeader && role != contract.RoleFollower && role != contract.RoleNone:
 			t.Fatalf("role %q", role)
 		}
 	})

@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 )
 
 // joinedGate keeps the pod condition habitat.sh/ring-joined, when the pod has that
@@ -29,9 +29,9 @@ type joinedGate struct {
 func newJoinedGate(l *Labeler, own *corev1.Pod) *joinedGate {
 	return &joinedGate{l: l,
 		enabled: slices.ContainsFunc(own.Spec.ReadinessGates, func(g corev1.PodReadinessGate) bool {
-			return g.ConditionType == patch.ConditionRingJoined
+			return g.ConditionType == contract.ConditionRingJoined
 		}),
-		bootstrap: patch.Bootstraps(own),
+		bootstrap: contract.Bootstraps(own.Annotations),
 	}
 }
 
@@ -73,7 +73,7 @@ func (j *joinedGate) set(ctx context.Context, ok bool, reason, message string) {
 		return
 	}
 	body, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.PodCondition{{
-		Type: patch.ConditionRingJoined, Status: status, Reason: reason, Message: message,
+		Type: contract.ConditionRingJoined, Status: status, Reason: reason, Message: message,
 		LastTransitionTime: metav1.NewTime(j.l.clock.Now().Truncate(time.Second)),
 	}}}})
 	if err != nil {

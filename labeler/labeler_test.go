@@ -28,7 +28,7 @@ import (
 	testingclock "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 )
 
 func readCensus(t *testing.T, name string) *Census {
@@ -47,16 +47,16 @@ func TestDecide(t *testing.T) {
 		role, wantGroup string
 		ambiguous       bool
 	}{
-		{file: "census_leader.json", role: patch.RoleLeader, wantGroup: "redis.default"},
-		{file: "census_follower.json", role: patch.RoleFollower, wantGroup: "redis.default"},
-		{file: "census_election_in_progress.json", role: patch.RoleNone, wantGroup: "redis.default"},
+		{file: "census_leader.json", role: contract.RoleLeader, wantGroup: "redis.default"},
+		{file: "census_follower.json", role: contract.RoleFollower, wantGroup: "redis.default"},
+		{file: "census_election_in_progress.json", role: contract.RoleNone, wantGroup: "redis.default"},
 		// leader_id still names this member and its leader flag is still set: not a leader.
-		{file: "census_no_quorum.json", role: patch.RoleNone, wantGroup: "redis.default"},
-		{file: "census_standalone.json", role: patch.RoleNone, wantGroup: "nginx.default"},
-		{file: "sample-census-output.json", role: patch.RoleNone, wantGroup: "builder-router.default"},
-		{file: "census_leader.json", group: "redis.default", role: patch.RoleLeader, wantGroup: "redis.default"},
-		{file: "census_leader.json", group: "redis.prod", role: patch.RoleNone, wantGroup: "redis.prod"},
-		{file: "sample-census-output.json", group: "builder-api.default", role: patch.RoleNone, wantGroup: "builder-api.default"},
+		{file: "census_no_quorum.json", role: contract.RoleNone, wantGroup: "redis.default"},
+		{file: "census_standalone.json", role: contract.RoleNone, wantGroup: "nginx.default"},
+		{file: "sample-census-output.json", role: contract.RoleNone, wantGroup: "builder-router.default"},
+		{file: "census_leader.json", group: "redis.default", role: contract.RoleLeader, wantGroup: "redis.default"},
+		{file: "census_leader.json", group: "redis.prod", role: contract.RoleNone, wantGroup: "redis.prod"},
+		{file: "sample-census-output.json", group: "builder-api.default", role: contract.RoleNone, wantGroup: "builder-api.default"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file+"/"+tc.group, func(t *testing.T) {
@@ -83,17 +83,17 @@ func TestDecide(t *testing.T) {
 		g.Population[c.LocalMemberID] = CensusMember{Alive: false}
 		role, _, err := Decide(c, "")
 		require.NoError(t, err)
-		require.Equal(t, patch.RoleNone, role)
+		require.Equal(t, contract.RoleNone, role)
 		delete(g.Population, c.LocalMemberID)
 		role, _, err = Decide(c, "redis.default")
 		require.NoError(t, err)
-		require.Equal(t, patch.RoleNone, role, "a leader absent from its own population")
+		require.Equal(t, contract.RoleNone, role, "a leader absent from its own population")
 	})
 	t.Run("not loaded yet", func(t *testing.T) {
 		t.Parallel()
 		role, _, err := Decide(&Census{LocalMemberID: "x"}, "")
 		require.NoError(t, err)
-		require.Equal(t, patch.RoleNone, role)
+		require.Equal(t, contract.RoleNone, role)
 	})
 }
 
@@ -279,7 +279,7 @@ func TestRoleFollowsCensus(t *testing.T) {
 	stop()
 	got, err := client.CoreV1().Pods("shop").Get(t.Context(), "redis-1", metav1.GetOptions{})
 	require.NoError(t, err)
-	require.Equal(t, map[string]string{"app": "redis", patch.LabelRole: "none"}, got.Labels)
+	require.Equal(t, map[string]string{"app": "redis", contract.LabelRole: "none"}, got.Labels)
 	lease, err = client.CoordinationV1().Leases("shop").Get(t.Context(), LeaseName("", "redis.default"), metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Empty(t, ptr.Deref(lease.Spec.HolderIdentity, ""), "the Lease is given up once the label is off")
@@ -295,7 +295,7 @@ func TestKeepsExistingLabelWithoutWriting(t *testing.T) {
 	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: LeaseName("", "redis.default"), Namespace: "shop"},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("redis-0"), LeaseDurationSeconds: ptr.To[int32](15),
 			AcquireTime: &metav1.MicroTime{Time: time.Now()}, RenewTime: &metav1.MicroTime{Time: time.Now()}}}
-	client := fake.NewClientset(lease, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-0", Namespace: "shop", Labels: map[string]string{patch.LabelRole: "leader"}}})
+	client := fake.NewClientset(lease, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-0", Namespace: "shop", Labels: map[string]string{contract.LabelRole: "leader"}}})
 	var patches atomic.Int32
 	client.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) { patches.Add(1); return false, nil, nil })
 	l, sup, clk, stop := runLabeler(t, "census_leader.json", client, "redis-0", nil, nil)
@@ -309,13 +309,13 @@ func TestKeepsExistingLabelWithoutWriting(t *testing.T) {
 	require.EqualValues(t, 1, patches.Load(), "stopping, the leader's labeler takes its label off (then gives up the Lease)")
 	got, err := client.CoreV1().Pods("shop").Get(t.Context(), "redis-0", metav1.GetOptions{})
 	require.NoError(t, err)
-	require.Equal(t, patch.RoleNone, got.Labels[patch.LabelRole])
+	require.Equal(t, contract.RoleNone, got.Labels[contract.LabelRole])
 }
 
 func TestPeerFile(t *testing.T) {
 	t.Parallel()
 	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: "redis-x", Namespace: "shop", Labels: map[string]string{patch.LabelRing: "main"}},
+		ObjectMeta:  metav1.ObjectMeta{Name: "redis-x", Namespace: "shop", Labels: map[string]string{contract.LabelRing: "main"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Endpoints: []discoveryv1.Endpoint{
 			{Addresses: []string{"10.0.0.12"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-2"}},
@@ -353,7 +353,7 @@ func TestPeerFile(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return read() == "10.0.0.10\n10.0.0.12\n10.0.0.13\n" }, 5*time.Second, 5*time.Millisecond, "file: %q", read())
 	other := slice.DeepCopy()
-	other.Name, other.Labels = "other-ring", map[string]string{patch.LabelRing: "cache"}
+	other.Name, other.Labels = "other-ring", map[string]string{contract.LabelRing: "cache"}
 	other.Endpoints = other.Endpoints[:1]
 	other.Endpoints[0].Addresses = []string{"10.9.9.9"}
 	_, err = client.DiscoveryV1().EndpointSlices("shop").Create(t.Context(), other, metav1.CreateOptions{})
@@ -390,26 +390,26 @@ func TestLeaderWaitsWhileAnotherPodIsLabelledLeader(t *testing.T) {
 	t.Parallel()
 	ringPod := func(name, ip, role string) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop",
-			Labels: map[string]string{patch.LabelRing: "main", patch.LabelRole: role}}, Status: corev1.PodStatus{PodIP: ip}}
+			Labels: map[string]string{contract.LabelRing: "main", contract.LabelRole: role}}, Status: corev1.PodStatus{PodIP: ip}}
 	}
-	client := fake.NewClientset(ringPod("redis-1", "10.244.1.11", ""), ringPod("redis-0", "10.244.3.13", patch.RoleLeader),
-		ringPod("web-0", "10.244.9.9", patch.RoleLeader))
+	client := fake.NewClientset(ringPod("redis-1", "10.244.1.11", ""), ringPod("redis-0", "10.244.3.13", contract.RoleLeader),
+		ringPod("web-0", "10.244.9.9", contract.RoleLeader))
 	l, sup, clk, stop := runLabeler(t, "census_leader.json", client, "redis-1", nil, func(c *Config) { c.Ring = "main" })
 	cfg := l.cfg
 	role := func(name string) string {
 		p, err := client.CoreV1().Pods("shop").Get(t.Context(), name, metav1.GetOptions{})
 		require.NoError(t, err)
-		return p.Labels[patch.LabelRole]
+		return p.Labels[contract.LabelRole]
 	}
-	require.Eventually(t, func() bool { return role("redis-1") == patch.RoleNone }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return role("redis-1") == contract.RoleNone }, 5*time.Second, time.Millisecond)
 	require.Eventually(t, func() bool { return l.fence.held("redis.default") }, 5*time.Second, time.Millisecond, "the Lease is won")
 	for range 3 {
 		tick(t, clk, sup, 2*cfg.Interval)
-		require.Equal(t, patch.RoleNone, role("redis-1"), "labelled leader while redis-0 still carries the label")
+		require.Equal(t, contract.RoleNone, role("redis-1"), "labelled leader while redis-0 still carries the label")
 	}
 	require.NoError(t, client.CoreV1().Pods("shop").Delete(t.Context(), "redis-0", metav1.DeleteOptions{}))
 	tick(t, clk, sup, 2*cfg.Interval)
-	require.Equal(t, patch.RoleLeader, role("redis-1"), "redis-0 is gone: the leader is labelled")
+	require.Equal(t, contract.RoleLeader, role("redis-1"), "redis-0 is gone: the leader is labelled")
 	stop()
 }
 
@@ -496,12 +496,12 @@ func TestRingJoinedCondition(t *testing.T) {
 		t.Run(fmt.Sprintf("bootstrap=%t", bootstrap), func(t *testing.T) {
 			t.Parallel()
 			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-1", Namespace: "shop",
-				Annotations: map[string]string{patch.AnnotationStatus: patch.StatusInjected, patch.AnnotationPeers: "10.244.1.11",
-					patch.AnnotationPeersReason: "1 live member(s)"}},
-				Spec: corev1.PodSpec{ReadinessGates: []corev1.PodReadinessGate{{ConditionType: patch.ConditionRingJoined}}}}
+				Annotations: map[string]string{contract.AnnotationStatus: contract.StatusInjected, contract.AnnotationPeers: "10.244.1.11",
+					contract.AnnotationPeersReason: "1 live member(s)"}},
+				Spec: corev1.PodSpec{ReadinessGates: []corev1.PodReadinessGate{{ConditionType: contract.ConditionRingJoined}}}}
 			if bootstrap {
-				pod.Annotations[patch.AnnotationPeers] = ""
-				pod.Annotations[patch.AnnotationPeersReason] = "bootstrap: ordinal 0 of StatefulSet redis with no live member starts the ring"
+				pod.Annotations[contract.AnnotationPeers] = ""
+				pod.Annotations[contract.AnnotationPeersReason] = "bootstrap: ordinal 0 of StatefulSet redis with no live member starts the ring"
 			}
 			client := fake.NewClientset(pod)
 			var statusPatches atomic.Int32
@@ -517,7 +517,7 @@ func TestRingJoinedCondition(t *testing.T) {
 				p, err := client.CoreV1().Pods("shop").Get(t.Context(), "redis-1", metav1.GetOptions{})
 				require.NoError(t, err)
 				for _, c := range p.Status.Conditions {
-					if c.Type == patch.ConditionRingJoined {
+					if c.Type == contract.ConditionRingJoined {
 						return c.Status, c.Reason
 					}
 				}

@@ -9,6 +9,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/patch"
 )
 
@@ -16,7 +17,7 @@ import (
 // watch file whenever the live members change. The Supervisor reads the file only while
 // it knows no other member, so this is what heals a member restarted alone.
 func (l *Labeler) keepPeerFile(ctx context.Context) {
-	inf := cache.NewSharedIndexInformer(l.api.EndpointSlices(patch.LabelRing+"="+l.cfg.Ring), &discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
+	inf := cache.NewSharedIndexInformer(l.api.EndpointSlices(contract.LabelRing+"="+l.cfg.Ring), &discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
 	changed := make(chan struct{}, 1)
 	poke := func(any) {
 		select {
@@ -38,7 +39,7 @@ func (l *Labeler) keepPeerFile(ctx context.Context) {
 		for _, o := range inf.GetStore().List() {
 			// The list/watch is already filtered by the API server; checking again costs
 			// nothing and keeps another ring's members out whatever serves the watch.
-			if s := o.(*discoveryv1.EndpointSlice); s.Labels[patch.LabelRing] == l.cfg.Ring {
+			if s := o.(*discoveryv1.EndpointSlice); s.Labels[contract.LabelRing] == l.cfg.Ring {
 				slices = append(slices, s)
 			}
 		}
@@ -66,9 +67,9 @@ func (l *Labeler) keepPeerFile(ctx context.Context) {
 }
 
 // PeerFile is the watch file's content: one live member IP a line (the pod itself
-// excluded, unready addresses ignored), at most maxPeers, in patch.LiveMembers order.
+// excluded, unready addresses ignored), at most maxPeers, in contract.LiveMembers order.
 func PeerFile(podName string, slices []*discoveryv1.EndpointSlice, maxPeers int) string {
-	members := patch.LiveMembers(podName, patch.Ring{Members: patch.Members(slices)})
+	members := contract.LiveMembers(podName, contract.Ring{Members: patch.Members(slices)})
 	var b strings.Builder
 	for i, m := range members {
 		if i == maxPeers {

@@ -11,7 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 )
 
 // keepRole is the census loop: read, decide, write the label when it changes. The leader
@@ -19,14 +19,14 @@ import (
 // Lease and no other pod of the group carries it, and taken off before the Lease goes.
 func (l *Labeler) keepRole(ctx context.Context) {
 	own := l.ownPod(ctx)
-	current := own.Labels[patch.LabelRole] // "" when unknown: the first decision is written
+	current := own.Labels[contract.LabelRole] // "" when unknown: the first decision is written
 	joined := newJoinedGate(l, own)
 	defer func() {
 		// Stopping (SIGTERM): the label comes off before the Lease goes, so the next
 		// leader need not wait for this pod to be gone.
-		if current == patch.RoleLeader {
+		if current == contract.RoleLeader {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			if err := l.setRole(sctx, patch.RoleNone); err != nil {
+			if err := l.setRole(sctx, contract.RoleNone); err != nil {
 				l.log.Warn("could not take the leader label off while stopping; the next leader waits until this pod is gone", "err", err)
 			}
 			cancel()
@@ -53,7 +53,7 @@ func (l *Labeler) keepRole(ctx context.Context) {
 			failing = true
 			want = current
 			if l.clock.Since(lastOK) >= l.cfg.StaleAfter {
-				want = patch.RoleNone
+				want = contract.RoleNone
 				joined.set(ctx, false, "SupervisorUnreachable", "the Supervisor's /census has not answered for "+l.cfg.StaleAfter.String())
 			}
 		} else {
@@ -68,7 +68,7 @@ func (l *Labeler) keepRole(ctx context.Context) {
 			joined.observe(ctx, c)
 			atEdge = l.watchQuorum(c, group, atEdge)
 		}
-		if want == patch.RoleLeader {
+		if want == contract.RoleLeader {
 			want = l.fenced(ctx, c, group, &blockedBy)
 		}
 		if want != "" && want != current {
@@ -79,14 +79,14 @@ func (l *Labeler) keepRole(ctx context.Context) {
 				current = want
 			}
 		}
-		if current != patch.RoleLeader && role != patch.RoleLeader {
+		if current != contract.RoleLeader && role != contract.RoleLeader {
 			l.fence.release() // the label is off: the Lease may go
 		}
 		next := wait.Jitter(l.cfg.Interval, 0.2)
 		if err != nil {
 			next = backoff.Step()
 			// Never sleep past the moment a kept label turns stale.
-			if untilStale := lastOK.Add(l.cfg.StaleAfter).Sub(l.clock.Now()); current != patch.RoleNone && untilStale > 0 && untilStale < next {
+			if untilStale := lastOK.Add(l.cfg.StaleAfter).Sub(l.clock.Now()); current != contract.RoleNone && untilStale > 0 && untilStale < next {
 				next = untilStale
 			}
 		}
@@ -127,29 +127,29 @@ func (l *Labeler) watchQuorum(c *Census, group string, atEdge bool) bool {
 // and no other pod of the group carries the label, none while waiting for either.
 func (l *Labeler) fenced(ctx context.Context, c *Census, group string, blockedBy *string) string {
 	if group == "" { // a leader label from before this labeler started, and no census yet
-		return patch.RoleNone
+		return contract.RoleNone
 	}
 	l.fence.contend(ctx, group)
 	if !l.fence.held(group) {
-		return patch.RoleNone
+		return contract.RoleNone
 	}
 	if c == nil { // the census failed: a kept leader label stays only while the Lease is held
-		return patch.RoleLeader
+		return contract.RoleLeader
 	}
 	others, err := l.otherLeaders(ctx, c, group)
 	if err != nil {
 		l.log.Warn("cannot tell whether another pod is labelled leader; waiting", "err", err)
-		return patch.RoleNone
+		return contract.RoleNone
 	}
 	if len(others) > 0 {
 		if *blockedBy != others[0] {
 			l.log.Warn("holding the Lease, but another pod is still labelled leader; waiting until it is gone or its labeler takes the label off", "pod", others[0])
 			*blockedBy = others[0]
 		}
-		return patch.RoleNone
+		return contract.RoleNone
 	}
 	*blockedBy = ""
-	return patch.RoleLeader
+	return contract.RoleLeader
 }
 
 // backoff retries a failing gateway from Interval up to four times that, so a Supervisor
@@ -183,7 +183,7 @@ func (l *Labeler) ownPod(ctx context.Context) *corev1.Pod {
 // setRole writes only the role label, with a JSON merge patch: no read-modify-write race
 // with anything else changing the pod.
 func (l *Labeler) setRole(ctx context.Context, role string) error {
-	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{patch.LabelRole: role}}})
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{contract.LabelRole: role}}})
 	if err != nil {
 		return err
 	}

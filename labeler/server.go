@@ -7,7 +7,7 @@ import (
 
 	vm "github.com/VictoriaMetrics/metrics"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 )
 
 // metrics are the labeler's Prometheus metrics, in VictoriaMetrics/metrics: the
@@ -48,7 +48,7 @@ func (m *metrics) quorum(group string, q Quorum) {
 
 func (m *metrics) wrote(role string) {
 	m.set.GetOrCreateCounter(`habring_labeler_label_writes_total{role="` + labelValue(role) + `"}`).Inc()
-	for _, r := range []string{patch.RoleLeader, patch.RoleFollower, patch.RoleNone} {
+	for _, r := range []string{contract.RoleLeader, contract.RoleFollower, contract.RoleNone} {
 		v := 0.0
 		if r == role {
 			v = 1

@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/habring/habring/contract"
 )
 
 // ErrOwnerNotFound is wrapped by a Source when the pod's StatefulSet or Deployment does
@@ -19,7 +21,7 @@ type Source interface {
 	// not exist.
 	Workload(ctx context.Context, namespace string, owner Owner, pod *corev1.Pod) (Workload, error)
 	// Ring returns the ready members and the StatefulSets of the ring in the namespace.
-	Ring(ctx context.Context, namespace, ring string) (Ring, error)
+	Ring(ctx context.Context, namespace, ring string) (contract.Ring, error)
 }
 
 // Reasons a pod is admitted unchanged (also the "reason" label of the skip metric).

@@ -3,7 +3,7 @@
 // the flags, the labeler sidecar) and returns the mutated pod and the JSON patch that
 // turns the admitted pod into it.
 //
-// It owns the contract names (the annotations and labels in README "Annotations and
-// labels") and the peer algorithm. It must not touch the network, the API server, a clock or a logger:
+// It owns the peer algorithm; the names it writes (README "Annotations and labels") and
+// the order of live members are package contract's, shared with the labeler. It must not touch the network, the API server, a clock or a logger:
 // everything it needs arrives as values, so every decision can be golden-tested.
 package patch

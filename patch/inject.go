@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/habring/habring/contract"
 )
 
 // Options are the webhook-wide settings of the mutation.
@@ -38,10 +40,6 @@ const (
 	SidecarContainer = "container" // a regular container
 )
 
-// DefaultMaxPeers is how many peers a pod is given when Options.MaxPeers is zero: enough
-// that one stale or restarting member does not strand a joining Supervisor.
-const DefaultMaxPeers = 5
-
 // DefaultClusterDomain is the kubelet's default --cluster-domain.
 const DefaultClusterDomain = "cluster.local"
 
@@ -55,7 +53,7 @@ type Result struct {
 // withDefaults fills the zero fields of o: the one place the mutation's defaults apply.
 func (o Options) withDefaults() Options {
 	if o.MaxPeers == 0 {
-		o.MaxPeers = DefaultMaxPeers
+		o.MaxPeers = contract.DefaultMaxPeers
 	}
 	if o.ClusterDomain == "" {
 		o.ClusterDomain = DefaultClusterDomain
@@ -67,7 +65,7 @@ func (o Options) withDefaults() Options {
 // left untouched. The patch is the difference between pod and the result as the Go types
 // see them, so fields unknown to these types (a newer API server's) are neither removed
 // nor reordered.
-func Inject(pod *corev1.Pod, w Workload, s Spec, namespace string, ring Ring, opts Options) (*Result, error) {
+func Inject(pod *corev1.Pod, w Workload, s Spec, namespace string, ring contract.Ring, opts Options) (*Result, error) {
 	opts = opts.withDefaults()
 	scope := Scope{Ring: s.Ring, Namespace: namespace, ClusterDomain: opts.ClusterDomain}
 	plan, err := Peers(pod.Name, w, scope, ring, opts.MaxPeers)
@@ -402,10 +400,14 @@ func isIndex(s string) bool {
 
 // Injected reports whether the webhook already mutated pod (reinvocation, or a pod
 // created from a copy of an injected one).
-func Injected(pod *corev1.Pod) bool { return pod.Annotations[AnnotationStatus] == StatusInjected }
+func Injected(pod *corev1.Pod) bool {
+	return pod.Annotations[contract.AnnotationStatus] == contract.StatusInjected
+}
 
 // OptedOut reports whether pod carries habitat.sh/inject: disabled.
-func OptedOut(pod *corev1.Pod) bool { return pod.Annotations[AnnotationInject] == InjectDisabled }
+func OptedOut(pod *corev1.Pod) bool {
+	return pod.Annotations[contract.AnnotationInject] == contract.InjectDisabled
+}
 
 // Mutate returns a copy of pod with plan and s applied, pod untouched; the copy shares
 // what it does not change with pod, so treat it as read only. Whatever the user already
@@ -424,7 +426,7 @@ func Mutate(pod *corev1.Pod, s Spec, plan Plan, opts Options) *corev1.Pod {
 	if out.Labels == nil {
 		out.Labels = map[string]string{}
 	}
-	out.Labels[LabelRing] = s.Ring
+	out.Labels[contract.LabelRing] = s.Ring
 
 	idx := 0
 	if s.Container != "" {
@@ -434,39 +436,39 @@ func Mutate(pod *corev1.Pod, s Spec, plan Plan, opts Options) *corev1.Pod {
 	sup := &out.Spec.Containers[idx]
 	userSet := supervisorArgs(sup, s, plan)
 
-	addEnv(sup, corev1.EnvVar{Name: PodIPEnv, ValueFrom: &corev1.EnvVarSource{
+	addEnv(sup, corev1.EnvVar{Name: contract.PodIPEnv, ValueFrom: &corev1.EnvVarSource{
 		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "status.podIP"}}})
 	if s.RingKey != nil {
-		addEnv(sup, secretEnv(RingKeyEnv, s.RingKey))
+		addEnv(sup, secretEnv(contract.RingKeyEnv, s.RingKey))
 	}
 	if s.GatewayAuth != nil {
-		addEnv(sup, secretEnv(GatewayAuthEnv, s.GatewayAuth))
+		addEnv(sup, secretEnv(contract.GatewayAuthEnv, s.GatewayAuth))
 	}
-	if s.PeerMode == PeerModeWatchFile {
-		addVolume(&out, corev1.Volume{Name: PeersVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+	if s.PeerMode == contract.PeerModeWatchFile {
+		addVolume(&out, corev1.Volume{Name: contract.PeersVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
 			Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(peersSizeLimit)}}})
-		addMount(sup, corev1.VolumeMount{Name: PeersVolume, MountPath: PeersDir, ReadOnly: true})
+		addMount(sup, corev1.VolumeMount{Name: contract.PeersVolume, MountPath: contract.PeersDir, ReadOnly: true})
 	}
 	if s.Labeler {
 		addLabeler(&out, s, opts)
 	}
-	if s.JoinedGate && !slices.ContainsFunc(out.Spec.ReadinessGates, func(g corev1.PodReadinessGate) bool { return g.ConditionType == ConditionRingJoined }) {
-		out.Spec.ReadinessGates = append(out.Spec.ReadinessGates, corev1.PodReadinessGate{ConditionType: ConditionRingJoined})
+	if s.JoinedGate && !slices.ContainsFunc(out.Spec.ReadinessGates, func(g corev1.PodReadinessGate) bool { return g.ConditionType == contract.ConditionRingJoined }) {
+		out.Spec.ReadinessGates = append(out.Spec.ReadinessGates, corev1.PodReadinessGate{ConditionType: contract.ConditionRingJoined})
 	}
 
 	if out.Annotations == nil {
 		out.Annotations = map[string]string{}
 	}
-	out.Annotations[AnnotationStatus] = StatusInjected
-	out.Annotations[AnnotationPeers] = strings.Join(plan.Peers, ",")
+	out.Annotations[contract.AnnotationStatus] = contract.StatusInjected
+	out.Annotations[contract.AnnotationPeers] = strings.Join(plan.Peers, ",")
 	why := plan.Reason
-	if s.PeerMode == PeerModeWatchFile {
-		why = "watch-file: the labeler keeps " + PeerWatchFile + " filled with live members; " + why
+	if s.PeerMode == contract.PeerModeWatchFile {
+		why = "watch-file: the labeler keeps " + contract.PeerWatchFile + " filled with live members; " + why
 	}
 	if len(userSet) > 0 {
 		why += "; already set by the pod, left alone: " + strings.Join(userSet, " ")
 	}
-	out.Annotations[AnnotationPeersReason] = why
+	out.Annotations[contract.AnnotationPeersReason] = why
 	return &out
 }
 
@@ -518,8 +520,8 @@ func supervisorArgs(c *corev1.Container, s Spec, plan Plan) []string {
 	}
 	// --peer and --peer-watch-file are mutually exclusive: a user's choice of either wins.
 	if !set["--peer"] && !set["--peer-watch-file"] {
-		if s.PeerMode == PeerModeWatchFile {
-			flag("--peer-watch-file", PeerWatchFile)
+		if s.PeerMode == contract.PeerModeWatchFile {
+			flag("--peer-watch-file", contract.PeerWatchFile)
 		} else {
 			flag("--peer", plan.Peers...)
 		}
@@ -527,8 +529,8 @@ func supervisorArgs(c *corev1.Container, s Spec, plan Plan) []string {
 	if plan.Permanent {
 		boolFlag("--permanent-peer")
 	}
-	flag("--listen-gossip", "0.0.0.0:"+strconv.Itoa(GossipPort))
-	flag("--sys-ip-address", "$("+PodIPEnv+")")
+	flag("--listen-gossip", "0.0.0.0:"+strconv.Itoa(contract.GossipPort))
+	flag("--sys-ip-address", "$("+contract.PodIPEnv+")")
 	if s.Topology != "" {
 		flag("--topology", s.Topology)
 	}
@@ -558,29 +560,29 @@ var (
 )
 
 func addLabeler(pod *corev1.Pod, s Spec, opts Options) {
-	const name = LabelerContainerName
+	const name = contract.LabelerContainerName
 	if slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == name }) ||
 		slices.ContainsFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == name }) {
 		return
 	}
 	args := []string{"--ring=" + s.Ring}
-	if s.PeerMode == PeerModeWatchFile {
-		args = append(args, "--peer-watch-file="+PeerWatchFile, "--max-peers="+strconv.Itoa(opts.MaxPeers))
+	if s.PeerMode == contract.PeerModeWatchFile {
+		args = append(args, "--peer-watch-file="+contract.PeerWatchFile, "--max-peers="+strconv.Itoa(opts.MaxPeers))
 	}
 	c := corev1.Container{
 		Name:    name,
 		Image:   opts.LabelerImage,
-		Command: []string{LabelerCommand},
+		Command: []string{contract.LabelerCommand},
 		Args:    args,
 		Env: []corev1.EnvVar{
 			{Name: "HABRING_POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
 			{Name: "HABRING_POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
 		},
-		Ports: []corev1.ContainerPort{{Name: "habring-health", ContainerPort: LabelerHealthPort, Protocol: corev1.ProtocolTCP}},
+		Ports: []corev1.ContainerPort{{Name: "habring-health", ContainerPort: contract.LabelerHealthPort, Protocol: corev1.ProtocolTCP}},
 		// /readyz answers once the peer file is written (watch-file mode) or at once; as a
 		// native sidecar's startup probe it holds the Supervisor back until then.
 		StartupProbe: &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromInt32(LabelerHealthPort)}},
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromInt32(contract.LabelerHealthPort)}},
 			PeriodSeconds:    1,
 			FailureThreshold: 60,
 		},
@@ -600,13 +602,13 @@ func addLabeler(pod *corev1.Pod, s Spec, opts Options) {
 		},
 		// Its own token, in its own container only: the Supervisor never holds credentials
 		// that can label pods. client-go's in-cluster config reads it from this path.
-		VolumeMounts: []corev1.VolumeMount{{Name: LabelerTokenVolume, MountPath: ServiceAccountDir, ReadOnly: true}},
+		VolumeMounts: []corev1.VolumeMount{{Name: contract.LabelerTokenVolume, MountPath: contract.ServiceAccountDir, ReadOnly: true}},
 	}
 	if s.GatewayAuth != nil {
-		c.Env = append(c.Env, secretEnv(GatewayAuthEnv, s.GatewayAuth))
+		c.Env = append(c.Env, secretEnv(contract.GatewayAuthEnv, s.GatewayAuth))
 	}
-	if s.PeerMode == PeerModeWatchFile {
-		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: PeersVolume, MountPath: PeersDir})
+	if s.PeerMode == contract.PeerModeWatchFile {
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: contract.PeersVolume, MountPath: contract.PeersDir})
 	}
 	addVolume(pod, labelerTokenVolume())
 	if opts.NativeSidecar {
@@ -621,7 +623,7 @@ func addLabeler(pod *corev1.Pod, s Spec, opts Options) {
 // every container (kube-api-access-*), made for the labeler alone: a bound, expiring token,
 // the cluster CA and the namespace.
 func labelerTokenVolume() corev1.Volume {
-	return corev1.Volume{Name: LabelerTokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+	return corev1.Volume{Name: contract.LabelerTokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 		DefaultMode: ptr.To[int32](0o444),
 		Sources: []corev1.VolumeProjection{
 			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr.To[int64](3607)}},

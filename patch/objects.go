@@ -10,6 +10,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/utils/ptr"
+
+	"github.com/habring/habring/contract"
 )
 
 // Objects is a Source over objects held in memory: render's input files and the golden
@@ -40,7 +42,7 @@ func (o *Objects) Workload(_ context.Context, ns string, owner Owner, pod *corev
 }
 
 // Ring implements Source.
-func (o *Objects) Ring(_ context.Context, ns, ring string) (Ring, error) {
+func (o *Objects) Ring(_ context.Context, ns, ring string) (contract.Ring, error) {
 	var sets []*appsv1.StatefulSet
 	for _, s := range o.StatefulSets {
 		if s.Namespace == ns && RingAnnotation(s.Annotations, s.Spec.Template.Annotations) == ring {
@@ -54,9 +56,9 @@ func (o *Objects) Ring(_ context.Context, ns, ring string) (Ring, error) {
 	}
 	var slices []*discoveryv1.EndpointSlice
 	for _, es := range o.EndpointSlices {
-		if es.Namespace == ns && es.Labels[LabelRing] == ring {
+		if es.Namespace == ns && es.Labels[contract.LabelRing] == ring {
 			slices = append(slices, es)
 		}
 	}
-	return Ring{Members: Members(slices), StatefulSets: BootstrapSets(sets)}, nil
+	return contract.Ring{Members: Members(slices), StatefulSets: BootstrapSets(sets)}, nil
 }

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
+	"github.com/habring/habring/contract"
 )
 
 // ErrNoBootstrap is the cause of a denial: the pod would have no peer and may not start
@@ -47,8 +47,8 @@ type Plan struct {
 // maxPeers long: live members first, then stable names of lower StatefulSet ordinals (or,
 // for a Deployment with nothing live, of the ring's StatefulSets); README "Peer list"
 // says why. It is deterministic: the same facts give the same list.
-func Peers(podName string, w Workload, scope Scope, ring Ring, maxPeers int) (Plan, error) {
-	live := LiveMembers(podName, ring)
+func Peers(podName string, w Workload, scope Scope, ring contract.Ring, maxPeers int) (Plan, error) {
+	live := contract.LiveMembers(podName, ring)
 	plan := Plan{Permanent: w.Kind == KindStatefulSet}
 	present := make(map[string]bool, len(live)) // pod names already given as live IPs
 	for _, m := range live {
@@ -82,7 +82,7 @@ func Peers(podName string, w Workload, scope Scope, ring Ring, maxPeers int) (Pl
 		if len(live) == 0 {
 			// Only names that resolve now: a Supervisor whose --peer name does not resolve
 			// fails to start, and the pod's args never change.
-			sets := slices.SortedFunc(slices.Values(ring.StatefulSets), func(a, b BootstrapSet) int { return cmp.Compare(a.Name, b.Name) })
+			sets := slices.SortedFunc(slices.Values(ring.StatefulSets), func(a, b contract.BootstrapSet) int { return cmp.Compare(a.Name, b.Name) })
 			var waiting []string
 			for _, s := range sets {
 				if s.ServiceName == "" || s.Replicas == 0 {
@@ -115,57 +115,6 @@ func Peers(podName string, w Workload, scope Scope, ring Ring, maxPeers int) (Pl
 	return plan, nil
 }
 
-// LiveMembers orders the ring's ready members: StatefulSet pods of the ring by ordinal,
-// then everything else by pod name, then IP; the pod itself and repeated IPs (a pod behind
-// two labelled Services) are dropped. The labeler uses it for the peer watch file.
-func LiveMembers(podName string, ring Ring) []Member {
-	type keyed struct {
-		Member
-		ordinal int // -1 when not a pod of a ring StatefulSet
-	}
-	ks := make([]keyed, 0, len(ring.Members))
-	for _, m := range ring.Members {
-		if podName != "" && m.PodName == podName {
-			continue
-		}
-		k := keyed{Member: m, ordinal: -1}
-		for _, s := range ring.StatefulSets {
-			if n := ordinalOf(s.Name, m.PodName); n >= 0 {
-				k.ordinal = n
-				break
-			}
-		}
-		ks = append(ks, k)
-	}
-	slices.SortFunc(ks, func(a, b keyed) int {
-		if (a.ordinal < 0) != (b.ordinal < 0) {
-			if a.ordinal >= 0 {
-				return -1
-			}
-			return 1
-		}
-		return cmp.Or(cmp.Compare(a.ordinal, b.ordinal), cmp.Compare(a.PodName, b.PodName), cmp.Compare(a.IP, b.IP))
-	})
-	out := make([]Member, 0, len(ks))
-	seen := make(map[string]bool, len(ks))
-	for _, k := range ks {
-		if !seen[k.IP] {
-			seen[k.IP] = true
-			out = append(out, k.Member)
-		}
-	}
-	return out
-}
-
-// bootstrapReason starts the peers-reason of a pod admitted to start its ring.
-const bootstrapReason = "bootstrap: "
-
-// Bootstraps reports whether pod was admitted to start its ring: no peers, as pod 0 of a
-// StatefulSet whose ring had no live member.
-func Bootstraps(pod *corev1.Pod) bool {
-	return Injected(pod) && pod.Annotations[AnnotationPeers] == "" && strings.Contains(pod.Annotations[AnnotationPeersReason], bootstrapReason)
-}
-
 func stableName(pod, service string, scope Scope) string {
 	return pod + "." + service + "." + scope.Namespace + ".svc." + scope.ClusterDomain
 }
@@ -183,7 +132,7 @@ func reason(w Workload, live, names, total int) string {
 		}
 	}
 	if len(parts) == 0 {
-		return bootstrapReason + "ordinal 0 of StatefulSet " + w.Name + " with no live member starts the ring"
+		return contract.BootstrapReason + "ordinal 0 of StatefulSet " + w.Name + " with no live member starts the ring"
 	}
 	s := strings.Join(parts, " and ")
 	if total < live+names {

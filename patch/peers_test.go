@@ -11,6 +11,8 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/habring/habring/contract"
 )
 
 func TestPeers(t *testing.T) {
@@ -19,40 +21,40 @@ func TestPeers(t *testing.T) {
 		return Workload{Kind: KindStatefulSet, Name: "db", ServiceName: "db", Ordinal: ordinal}
 	}
 	deploy := Workload{Kind: KindDeployment, Name: "web", Ordinal: -1}
-	ring := func(members ...Member) Ring {
-		return Ring{Members: members, StatefulSets: []BootstrapSet{{Name: "db", ServiceName: "db", Replicas: 3, Ready: 3}}}
+	ring := func(members ...contract.Member) contract.Ring {
+		return contract.Ring{Members: members, StatefulSets: []contract.BootstrapSet{{Name: "db", ServiceName: "db", Replicas: 3, Ready: 3}}}
 	}
-	readyOf := func(n int32) Ring {
-		return Ring{StatefulSets: []BootstrapSet{{Name: "db", ServiceName: "db", Replicas: 3, Ready: n}}}
+	readyOf := func(n int32) contract.Ring {
+		return contract.Ring{StatefulSets: []contract.BootstrapSet{{Name: "db", ServiceName: "db", Replicas: 3, Ready: n}}}
 	}
 	scope := Scope{Ring: "main", Namespace: "ns", ClusterDomain: "cluster.local"}
 	name := func(i string) string { return "db-" + i + ".db.ns.svc.cluster.local" }
 	tests := map[string]struct {
 		pod       string
 		w         Workload
-		ring      Ring
+		ring      contract.Ring
 		max       int
 		want      []string
 		permanent bool
 		wantErr   error
 	}{
 		"ordinal 0, nothing live: bootstrap": {pod: "db-0", w: sts(0), ring: ring(), permanent: true},
-		"ordinal 0 re-created, others live": {pod: "db-0", w: sts(0), ring: ring(Member{"10.0.0.2", "db-2"}, Member{"10.0.0.1", "db-1"}),
+		"ordinal 0 re-created, others live": {pod: "db-0", w: sts(0), ring: ring(contract.Member{IP: "10.0.0.2", PodName: "db-2"}, contract.Member{IP: "10.0.0.1", PodName: "db-1"}),
 			want: []string{"10.0.0.1", "10.0.0.2"}, permanent: true},
 		"ordinal 2, nothing live: names of 0 and 1": {pod: "db-2", w: sts(2), ring: ring(), want: []string{name("0"), name("1")}, permanent: true},
-		"ordinal 2, pod 1 live: its IP, then the name of 0": {pod: "db-2", w: sts(2), ring: ring(Member{"10.0.0.1", "db-1"}),
+		"ordinal 2, pod 1 live: its IP, then the name of 0": {pod: "db-2", w: sts(2), ring: ring(contract.Member{IP: "10.0.0.1", PodName: "db-1"}),
 			want: []string{"10.0.0.1", name("0")}, permanent: true},
-		"itself excluded by name": {pod: "db-1", w: sts(1), ring: ring(Member{"10.0.0.1", "db-1"}, Member{"10.0.0.0", "db-0"}),
+		"itself excluded by name": {pod: "db-1", w: sts(1), ring: ring(contract.Member{IP: "10.0.0.1", PodName: "db-1"}, contract.Member{IP: "10.0.0.0", PodName: "db-0"}),
 			want: []string{"10.0.0.0"}, permanent: true},
 		"statefulset members by ordinal, then others by name, duplicates once": {pod: "web-x", w: deploy,
-			ring: ring(Member{"10.1.0.9", "web-b"}, Member{"10.0.0.10", "db-10"}, Member{"10.1.0.8", "web-a"}, Member{"10.0.0.2", "db-2"}, Member{"10.0.0.2", "db-2"}, Member{"10.2.0.1", ""}),
+			ring: ring(contract.Member{IP: "10.1.0.9", PodName: "web-b"}, contract.Member{IP: "10.0.0.10", PodName: "db-10"}, contract.Member{IP: "10.1.0.8", PodName: "web-a"}, contract.Member{IP: "10.0.0.2", PodName: "db-2"}, contract.Member{IP: "10.0.0.2", PodName: "db-2"}, contract.Member{IP: "10.2.0.1", PodName: ""}),
 			want: []string{"10.0.0.2", "10.0.0.10", "10.2.0.1", "10.1.0.8", "10.1.0.9"}},
-		"cap keeps the best":    {pod: "db-2", w: sts(2), ring: ring(Member{"10.0.0.1", "db-1"}), max: 1, want: []string{"10.0.0.1"}, permanent: true},
-		"deployment, live ring": {pod: "", w: deploy, ring: ring(Member{"10.1.0.1", "web-a"}), want: []string{"10.1.0.1"}},
+		"cap keeps the best":    {pod: "db-2", w: sts(2), ring: ring(contract.Member{IP: "10.0.0.1", PodName: "db-1"}), max: 1, want: []string{"10.0.0.1"}, permanent: true},
+		"deployment, live ring": {pod: "", w: deploy, ring: ring(contract.Member{IP: "10.1.0.1", PodName: "web-a"}), want: []string{"10.1.0.1"}},
 		"deployment, nothing live: the ring statefulset's names":         {pod: "", w: deploy, ring: ring(), want: []string{name("0"), name("1"), name("2")}},
 		"deployment, nothing live, pod 0 ready: only names that resolve": {pod: "", w: deploy, ring: readyOf(1), want: []string{name("0")}},
 		"deployment, nothing live, no pod ready yet: denied":             {pod: "", w: deploy, ring: readyOf(0), wantErr: ErrNoBootstrap},
-		"deployment, nothing at all: denied":                             {pod: "", w: deploy, ring: Ring{}, wantErr: ErrNoBootstrap},
+		"deployment, nothing at all: denied":                             {pod: "", w: deploy, ring: contract.Ring{}, wantErr: ErrNoBootstrap},
 		"unknown ordinal":                                                {pod: "db-x", w: sts(-1), ring: ring(), wantErr: errAny},
 	}
 	for name, tc := range tests {
@@ -117,25 +119,25 @@ func TestParseSpec(t *testing.T) {
 		want    Spec
 		wantKey string // the annotation a denial must name
 	}{
-		"ring only": {ann: map[string]string{AnnotationRing: "main"}, want: Spec{Ring: "main", PeerMode: PeerModeArgs}},
-		"everything": {ann: map[string]string{AnnotationRing: "main", AnnotationTopology: "leader", AnnotationGroup: "prod",
-			AnnotationBinds: "a:b.c, d:e.f@g,a:b.c", AnnotationRingKeySecret: "k", AnnotationGatewayAuthSecret: "g/tok",
-			AnnotationPeerMode: "watch-file", AnnotationContainer: "other"},
+		"ring only": {ann: map[string]string{contract.AnnotationRing: "main"}, want: Spec{Ring: "main", PeerMode: contract.PeerModeArgs}},
+		"everything": {ann: map[string]string{contract.AnnotationRing: "main", contract.AnnotationTopology: "leader", contract.AnnotationGroup: "prod",
+			contract.AnnotationBinds: "a:b.c, d:e.f@g,a:b.c", contract.AnnotationRingKeySecret: "k", contract.AnnotationGatewayAuthSecret: "g/tok",
+			contract.AnnotationPeerMode: "watch-file", contract.AnnotationContainer: "other"},
 			want: Spec{Ring: "main", Topology: "leader", Group: "prod", Binds: []string{"a:b.c", "d:e.f@g"},
-				RingKey: &SecretRef{"k", DefaultRingKeySecretKey}, GatewayAuth: &SecretRef{"g", "tok"},
-				PeerMode: PeerModeWatchFile, Container: "other", Labeler: true}},
-		"labeler forced on":      {ann: map[string]string{AnnotationRing: "main", AnnotationLabeler: "enabled"}, want: Spec{Ring: "main", PeerMode: PeerModeArgs, Labeler: true}},
-		"empty ring":             {ann: map[string]string{AnnotationRing: ""}, wantKey: AnnotationRing},
-		"ring with a newline":    {ann: map[string]string{AnnotationRing: "main\n--peer=1.2.3.4"}, wantKey: AnnotationRing},
-		"group with a space":     {ann: map[string]string{AnnotationRing: "main", AnnotationGroup: "a b"}, wantKey: AnnotationGroup},
-		"group with $()":         {ann: map[string]string{AnnotationRing: "main", AnnotationGroup: "$(SECRET)"}, wantKey: AnnotationGroup},
-		"bind without group":     {ann: map[string]string{AnnotationRing: "main", AnnotationBinds: "a:b"}, wantKey: AnnotationBinds},
-		"peer mode":              {ann: map[string]string{AnnotationRing: "main", AnnotationPeerMode: "dns"}, wantKey: AnnotationPeerMode},
-		"labeler":                {ann: map[string]string{AnnotationRing: "main", AnnotationLabeler: "yes"}, wantKey: AnnotationLabeler},
-		"secret with a slash":    {ann: map[string]string{AnnotationRing: "main", AnnotationRingKeySecret: "a/b/c"}, wantKey: AnnotationRingKeySecret},
-		"huge value":             {ann: map[string]string{AnnotationRing: "main", AnnotationBinds: string(make([]byte, 5000))}, wantKey: AnnotationBinds},
-		"unknown container":      {ann: map[string]string{AnnotationRing: "main", AnnotationContainer: "nope"}, wantKey: AnnotationContainer},
-		"watch-file, no labeler": {ann: map[string]string{AnnotationRing: "main", AnnotationPeerMode: "watch-file", AnnotationLabeler: "disabled"}, wantKey: AnnotationLabeler},
+				RingKey: &SecretRef{"k", contract.DefaultRingKeySecretKey}, GatewayAuth: &SecretRef{"g", "tok"},
+				PeerMode: contract.PeerModeWatchFile, Container: "other", Labeler: true}},
+		"labeler forced on":      {ann: map[string]string{contract.AnnotationRing: "main", contract.AnnotationLabeler: "enabled"}, want: Spec{Ring: "main", PeerMode: contract.PeerModeArgs, Labeler: true}},
+		"empty ring":             {ann: map[string]string{contract.AnnotationRing: ""}, wantKey: contract.AnnotationRing},
+		"ring with a newline":    {ann: map[string]string{contract.AnnotationRing: "main\n--peer=1.2.3.4"}, wantKey: contract.AnnotationRing},
+		"group with a space":     {ann: map[string]string{contract.AnnotationRing: "main", contract.AnnotationGroup: "a b"}, wantKey: contract.AnnotationGroup},
+		"group with $()":         {ann: map[string]string{contract.AnnotationRing: "main", contract.AnnotationGroup: "$(SECRET)"}, wantKey: contract.AnnotationGroup},
+		"bind without group":     {ann: map[string]string{contract.AnnotationRing: "main", contract.AnnotationBinds: "a:b"}, wantKey: contract.AnnotationBinds},
+		"peer mode":              {ann: map[string]string{contract.AnnotationRing: "main", contract.AnnotationPeerMode: "dns"}, wantKey: contract.AnnotationPeerMode},
+		"labeler":                {ann: map[string]string{contract.AnnotationRing: "main", contract.AnnotationLabeler: "yes"}, wantKey: contract.AnnotationLabeler},
+		"secret with a slash":    {ann: map[string]string{contract.AnnotationRing: "main", contract.AnnotationRingKeySecret: "a/b/c"}, wantKey: contract.AnnotationRingKeySecret},
+		"huge value":             {ann: map[string]string{contract.AnnotationRing: "main", contract.AnnotationBinds: string(make([]byte, 5000))}, wantKey: contract.AnnotationBinds},
+		"unknown container":      {ann: map[string]string{contract.AnnotationRing: "main", contract.AnnotationContainer: "nope"}, wantKey: contract.AnnotationContainer},
+		"watch-file, no labeler": {ann: map[string]string{contract.AnnotationRing: "main", contract.AnnotationPeerMode: "watch-file", contract.AnnotationLabeler: "disabled"}, wantKey: contract.AnnotationLabeler},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -161,18 +163,18 @@ func TestParseSpec(t *testing.T) {
 func TestBootstraps(t *testing.T) {
 	t.Parallel()
 	scope := Scope{Ring: "main", Namespace: "ns", ClusterDomain: "cluster.local"}
-	ring := Ring{StatefulSets: []BootstrapSet{{Name: "db", ServiceName: "db", Replicas: 3, Ready: 0}}}
+	ring := contract.Ring{StatefulSets: []contract.BootstrapSet{{Name: "db", ServiceName: "db", Replicas: 3, Ready: 0}}}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "db-0"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "db"}}}}
-	for _, mode := range []string{PeerModeArgs, PeerModeWatchFile} {
+	for _, mode := range []string{contract.PeerModeArgs, contract.PeerModeWatchFile} {
 		spec := Spec{Ring: "main", PeerMode: mode, Labeler: true}
 		first, err := Peers("db-0", Workload{Kind: KindStatefulSet, Name: "db", ServiceName: "db", Ordinal: 0}, scope, ring, 5)
 		require.NoError(t, err)
-		require.True(t, Bootstraps(Mutate(pod, spec, first, Options{})), mode)
+		require.True(t, contract.Bootstraps(Mutate(pod, spec, first, Options{}).Annotations), mode)
 		second, err := Peers("db-1", Workload{Kind: KindStatefulSet, Name: "db", ServiceName: "db", Ordinal: 1}, scope, ring, 5)
 		require.NoError(t, err)
-		require.False(t, Bootstraps(Mutate(pod, spec, second, Options{})), mode)
+		require.False(t, contract.Bootstraps(Mutate(pod, spec, second, Options{}).Annotations), mode)
 	}
-	require.False(t, Bootstraps(pod), "not injected")
+	require.False(t, contract.Bootstraps(pod.Annotations), "not injected")
 }
 
 // EncodePatch gives the bytes json.Marshal gives for the library's operations, null

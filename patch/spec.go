@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/habring/habring/contract"
 )
 
 // ErrNotInRing is returned by ParseSpec when neither the workload nor the pod names a ring:
@@ -77,40 +79,40 @@ func ParseSpec(workload map[string]string, pod *corev1.Pod) (Spec, error) {
 		v, ok := workload[key]
 		return strings.TrimSpace(v), ok
 	}
-	for _, k := range []string{AnnotationRing, AnnotationTopology, AnnotationGroup, AnnotationBinds,
-		AnnotationRingKeySecret, AnnotationGatewayAuthSecret, AnnotationPeerMode, AnnotationContainer, AnnotationLabeler, AnnotationReadinessGate} {
+	for _, k := range []string{contract.AnnotationRing, contract.AnnotationTopology, contract.AnnotationGroup, contract.AnnotationBinds,
+		contract.AnnotationRingKeySecret, contract.AnnotationGatewayAuthSecret, contract.AnnotationPeerMode, contract.AnnotationContainer, contract.AnnotationLabeler, contract.AnnotationReadinessGate} {
 		if v, _ := get(k); len(v) > maxAnnotationValue {
 			return Spec{}, &AnnotationError{Key: k, Value: v, Allowed: fmt.Sprintf("at most %d bytes", maxAnnotationValue)}
 		}
 	}
 
 	var s Spec
-	ring, ok := get(AnnotationRing)
+	ring, ok := get(contract.AnnotationRing)
 	if !ok {
 		return Spec{}, ErrNotInRing
 	}
 	if errs := validation.IsDNS1123Label(ring); len(errs) > 0 {
-		return Spec{}, &AnnotationError{Key: AnnotationRing, Value: ring, Allowed: "a DNS-1123 label (lower-case letters, digits and '-', at most 63)"}
+		return Spec{}, &AnnotationError{Key: contract.AnnotationRing, Value: ring, Allowed: "a DNS-1123 label (lower-case letters, digits and '-', at most 63)"}
 	}
 	s.Ring = ring
 
-	if v, ok := get(AnnotationTopology); ok {
-		if v != TopologyStandalone && v != TopologyLeader {
-			return Spec{}, &AnnotationError{Key: AnnotationTopology, Value: v, Allowed: "one of standalone, leader"}
+	if v, ok := get(contract.AnnotationTopology); ok {
+		if v != contract.TopologyStandalone && v != contract.TopologyLeader {
+			return Spec{}, &AnnotationError{Key: contract.AnnotationTopology, Value: v, Allowed: "one of standalone, leader"}
 		}
 		s.Topology = v
 	}
-	if v, ok := get(AnnotationGroup); ok {
+	if v, ok := get(contract.AnnotationGroup); ok {
 		if !habIdent.MatchString(v) {
-			return Spec{}, &AnnotationError{Key: AnnotationGroup, Value: v, Allowed: "a Habitat group name (letters, digits, '_' and '-', at most 63)"}
+			return Spec{}, &AnnotationError{Key: contract.AnnotationGroup, Value: v, Allowed: "a Habitat group name (letters, digits, '_' and '-', at most 63)"}
 		}
 		s.Group = v
 	}
-	if v, ok := get(AnnotationBinds); ok && v != "" {
+	if v, ok := get(contract.AnnotationBinds); ok && v != "" {
 		for b := range strings.SplitSeq(v, ",") {
 			b = strings.TrimSpace(b)
 			if !habBind.MatchString(b) {
-				return Spec{}, &AnnotationError{Key: AnnotationBinds, Value: v, Allowed: "a comma-separated list of name:service.group[@org]"}
+				return Spec{}, &AnnotationError{Key: contract.AnnotationBinds, Value: v, Allowed: "a comma-separated list of name:service.group[@org]"}
 			}
 			if !slices.Contains(s.Binds, b) {
 				s.Binds = append(s.Binds, b)
@@ -118,24 +120,24 @@ func ParseSpec(workload map[string]string, pod *corev1.Pod) (Spec, error) {
 		}
 	}
 	var err error
-	if s.RingKey, err = secretRef(get, AnnotationRingKeySecret, DefaultRingKeySecretKey); err != nil {
+	if s.RingKey, err = secretRef(get, contract.AnnotationRingKeySecret, contract.DefaultRingKeySecretKey); err != nil {
 		return Spec{}, err
 	}
-	if s.GatewayAuth, err = secretRef(get, AnnotationGatewayAuthSecret, DefaultGatewayAuthSecretKey); err != nil {
+	if s.GatewayAuth, err = secretRef(get, contract.AnnotationGatewayAuthSecret, contract.DefaultGatewayAuthSecretKey); err != nil {
 		return Spec{}, err
 	}
 
-	s.PeerMode = PeerModeArgs
-	if v, ok := get(AnnotationPeerMode); ok {
-		if v != PeerModeArgs && v != PeerModeWatchFile {
-			return Spec{}, &AnnotationError{Key: AnnotationPeerMode, Value: v, Allowed: "one of args, watch-file"}
+	s.PeerMode = contract.PeerModeArgs
+	if v, ok := get(contract.AnnotationPeerMode); ok {
+		if v != contract.PeerModeArgs && v != contract.PeerModeWatchFile {
+			return Spec{}, &AnnotationError{Key: contract.AnnotationPeerMode, Value: v, Allowed: "one of args, watch-file"}
 		}
 		s.PeerMode = v
 	}
 
-	if v, ok := get(AnnotationContainer); ok {
+	if v, ok := get(contract.AnnotationContainer); ok {
 		if !slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == v }) {
-			return Spec{}, &AnnotationError{Key: AnnotationContainer, Value: v, Allowed: "the name of one of the pod's containers: " + containerNames(pod)}
+			return Spec{}, &AnnotationError{Key: contract.AnnotationContainer, Value: v, Allowed: "the name of one of the pod's containers: " + containerNames(pod)}
 		}
 		s.Container = v
 	}
@@ -143,9 +145,9 @@ func ParseSpec(workload map[string]string, pod *corev1.Pod) (Spec, error) {
 		return Spec{}, ErrNoContainers
 	}
 
-	if v, ok := get(AnnotationReadinessGate); ok {
-		if v != ReadinessGateRingJoined {
-			return Spec{}, &AnnotationError{Key: AnnotationReadinessGate, Value: v, Allowed: "ring-joined"}
+	if v, ok := get(contract.AnnotationReadinessGate); ok {
+		if v != contract.ReadinessGateRingJoined {
+			return Spec{}, &AnnotationError{Key: contract.AnnotationReadinessGate, Value: v, Allowed: "ring-joined"}
 		}
 		s.JoinedGate = true
 	}
@@ -153,25 +155,25 @@ func ParseSpec(workload map[string]string, pod *corev1.Pod) (Spec, error) {
 	// The labeler publishes the election's outcome, in watch-file mode it is what fills
 	// the peer file (a lone Supervisor restarted in place reads nothing else), and it sets
 	// the ring-joined condition.
-	s.Labeler = s.Topology == TopologyLeader || s.PeerMode == PeerModeWatchFile || s.JoinedGate
-	if v, ok := get(AnnotationLabeler); ok {
+	s.Labeler = s.Topology == contract.TopologyLeader || s.PeerMode == contract.PeerModeWatchFile || s.JoinedGate
+	if v, ok := get(contract.AnnotationLabeler); ok {
 		switch v {
-		case LabelerEnabled:
+		case contract.LabelerEnabled:
 			s.Labeler = true
-		case LabelerDisabled:
+		case contract.LabelerDisabled:
 			s.Labeler = false
 		default:
-			return Spec{}, &AnnotationError{Key: AnnotationLabeler, Value: v, Allowed: "one of enabled, disabled"}
+			return Spec{}, &AnnotationError{Key: contract.AnnotationLabeler, Value: v, Allowed: "one of enabled, disabled"}
 		}
 	}
-	if s.PeerMode == PeerModeWatchFile && !s.Labeler {
+	if s.PeerMode == contract.PeerModeWatchFile && !s.Labeler {
 		// The labeler is what fills the watch file; without it the file stays empty and a
 		// lone Supervisor never finds the ring.
-		return Spec{}, &AnnotationError{Key: AnnotationLabeler, Value: LabelerDisabled, Allowed: "enabled when habitat.sh/peer-mode is watch-file (the labeler writes the peer file)"}
+		return Spec{}, &AnnotationError{Key: contract.AnnotationLabeler, Value: contract.LabelerDisabled, Allowed: "enabled when habitat.sh/peer-mode is watch-file (the labeler writes the peer file)"}
 	}
 	if s.JoinedGate && !s.Labeler {
 		// Nobody else sets the condition: the pod would never be Ready.
-		return Spec{}, &AnnotationError{Key: AnnotationLabeler, Value: LabelerDisabled, Allowed: "enabled when habitat.sh/readiness-gate is ring-joined (the labeler sets the condition)"}
+		return Spec{}, &AnnotationError{Key: contract.AnnotationLabeler, Value: contract.LabelerDisabled, Allowed: "enabled when habitat.sh/readiness-gate is ring-joined (the labeler sets the condition)"}
 	}
 	return s, nil
 }

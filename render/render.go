@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/patch"
 )
 
@@ -96,7 +97,7 @@ func Render(ctx context.Context, objs *patch.Objects, ring patch.Source, opts pa
 		case err != nil:
 			errs = append(errs, fmt.Errorf("%s %s/%s: pod %s would be denied: %w", kind, pod.Namespace, name, podName(pod), err))
 		case d.Skip == patch.SkipNoRing:
-			errs = append(errs, fmt.Errorf("%s %s/%s has no %s annotation (on the workload or its pod template); habring leaves its pods alone", kind, pod.Namespace, name, patch.AnnotationRing))
+			errs = append(errs, fmt.Errorf("%s %s/%s has no %s annotation (on the workload or its pod template); habring leaves its pods alone", kind, pod.Namespace, name, contract.AnnotationRing))
 		case d.Skip != "":
 			errs = append(errs, fmt.Errorf("%s %s/%s: pod %s would be left alone: %s", kind, pod.Namespace, name, podName(pod), d.Skip))
 		default:
@@ -124,7 +125,7 @@ type source struct {
 	ring patch.Source
 }
 
-func (s source) Ring(ctx context.Context, ns, ring string) (patch.Ring, error) {
+func (s source) Ring(ctx context.Context, ns, ring string) (contract.Ring, error) {
 	return s.ring.Ring(ctx, ns, ring)
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/patch"
 	"github.com/habring/habring/ring"
 )
@@ -25,7 +26,7 @@ type Config struct {
 	// SidecarMode is patch.SidecarNative (default) or patch.SidecarContainer.
 	SidecarMode string
 	// Options are the webhook's: max peers, cluster domain and the labeler image shown
-	// (defaults: patch.DefaultMaxPeers, patch.DefaultClusterDomain, DefaultImage).
+	// (defaults: contract.DefaultMaxPeers, patch.DefaultClusterDomain, DefaultImage).
 	Options patch.Options
 }
 
@@ -34,7 +35,7 @@ func Defaults() Config {
 	return Config{
 		Namespace:   "default",
 		SidecarMode: patch.SidecarNative,
-		Options:     patch.Options{MaxPeers: patch.DefaultMaxPeers, ClusterDomain: patch.DefaultClusterDomain, LabelerImage: DefaultImage},
+		Options:     patch.Options{MaxPeers: contract.DefaultMaxPeers, ClusterDomain: patch.DefaultClusterDomain, LabelerImage: DefaultImage},
 	}
 }
 

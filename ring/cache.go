@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/patch"
 )
 
@@ -68,7 +69,7 @@ func NewCache(client kubernetes.Interface, meta metadata.Interface) (*Cache, err
 	c.statefulSets, c.statefulSetRing = sts.Lister(), sts.Informer().GetIndexer()
 
 	ringOnly := informers.NewSharedInformerFactoryWithOptions(client, resyncNever, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.LabelSelector = patch.LabelRing
+		o.LabelSelector = contract.LabelRing
 	}))
 	es := ringOnly.Discovery().V1().EndpointSlices().Informer()
 	if err := es.SetTransform(trimEndpointSlice); err != nil {
@@ -92,7 +93,7 @@ func NewCache(client kubernetes.Interface, meta metadata.Interface) (*Cache, err
 	// a terminating one, alone in a ring of its own). The deletion timestamp reaches this
 	// cache straight from the API server.
 	ringPods := metadatainformer.NewFilteredSharedInformerFactory(meta, resyncNever, metav1.NamespaceAll, func(o *metav1.ListOptions) {
-		o.LabelSelector = patch.LabelRing
+		o.LabelSelector = contract.LabelRing
 	})
 	pods := ringPods.ForResource(podsGVR)
 	if err := pods.Informer().SetTransform(trimPod); err != nil {
@@ -162,11 +163,11 @@ func (c *Cache) Workload(ctx context.Context, ns string, o patch.Owner, pod *cor
 
 // Ring implements patch.Source from the caches alone: they are the live state, and an
 // API server that stops answering leaves them serving what they last saw.
-func (c *Cache) Ring(_ context.Context, ns, ring string) (patch.Ring, error) {
+func (c *Cache) Ring(_ context.Context, ns, ring string) (contract.Ring, error) {
 	key := ns + "/" + ring
 	objs, err := c.slices.ByIndex(ringIndex, key)
 	if err != nil {
-		return patch.Ring{}, fmt.Errorf("endpointslice index: %w", err)
+		return contract.Ring{}, fmt.Errorf("endpointslice index: %w", err)
 	}
 	slices := make([]*discoveryv1.EndpointSlice, 0, len(objs))
 	for _, o := range objs {
@@ -174,7 +175,7 @@ func (c *Cache) Ring(_ context.Context, ns, ring string) (patch.Ring, error) {
 	}
 	objs, err = c.statefulSetRing.ByIndex(ringIndex, key)
 	if err != nil {
-		return patch.Ring{}, fmt.Errorf("statefulset index: %w", err)
+		return contract.Ring{}, fmt.Errorf("statefulset index: %w", err)
 	}
 	sets := make([]*appsv1.StatefulSet, 0, len(objs))
 	for _, o := range objs {
@@ -195,7 +196,7 @@ func (c *Cache) Ring(_ context.Context, ns, ring string) (patch.Ring, error) {
 			live = append(live, m)
 		}
 	}
-	return patch.Ring{Members: live, StatefulSets: patch.BootstrapSets(sets)}, nil
+	return contract.Ring{Members: live, StatefulSets: patch.BootstrapSets(sets)}, nil
 }
 
 // terminating: the endpoint's pod has a deletion timestamp. The pod is matched by UID too:
@@ -249,7 +250,7 @@ func endpointSliceRing(obj any) ([]string, error) {
 	if !ok {
 		return nil, nil
 	}
-	return []string{s.Namespace + "/" + s.Labels[patch.LabelRing]}, nil
+	return []string{s.Namespace + "/" + s.Labels[contract.LabelRing]}, nil
 }
 
 // Transforms: what the caches keep. Admission reads habitat.sh/ annotations, a

@@ -15,6 +15,7 @@ import (
 	metadatafake "k8s.io/client-go/metadata/fake"
 	"k8s.io/utils/ptr"
 
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/patch"
 )
 
@@ -22,15 +23,15 @@ func TestCache(t *testing.T) {
 	t.Parallel()
 	sts := &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: "redis", Namespace: "shop",
-			Annotations:   map[string]string{patch.AnnotationRing: "main", "kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+			Annotations:   map[string]string{contract.AnnotationRing: "main", "kubectl.kubernetes.io/last-applied-configuration": "{...}"},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
 		Spec: appsv1.StatefulSetSpec{ServiceName: "redis", Replicas: ptr.To[int32](3), Template: corev1.PodTemplateSpec{
-			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{patch.AnnotationGroup: "prod", "other": "x"}},
+			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{contract.AnnotationGroup: "prod", "other": "x"}},
 			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "redis", Image: "habitat/redis"}}}}},
 	}
-	other := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: "shop", Annotations: map[string]string{patch.AnnotationRing: "other"}}}
+	other := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: "shop", Annotations: map[string]string{contract.AnnotationRing: "other"}}}
 	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: "redis-x", Namespace: "shop", Labels: map[string]string{patch.LabelRing: "main"}, Annotations: map[string]string{"a": "b"}},
+		ObjectMeta:  metav1.ObjectMeta{Name: "redis-x", Namespace: "shop", Labels: map[string]string{contract.LabelRing: "main"}, Annotations: map[string]string{"a": "b"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.10"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
 			TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-0", UID: "uid-0"}},
@@ -44,7 +45,7 @@ func TestCache(t *testing.T) {
 	}
 	podMeta := func(name, uid string, deleting bool) *metav1.PartialObjectMetadata {
 		m := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", UID: types.UID(uid), Labels: map[string]string{patch.LabelRing: "main"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", UID: types.UID(uid), Labels: map[string]string{contract.LabelRing: "main"},
 				Annotations: map[string]string{"big": "x"}}}
 		if deleting {
 			m.DeletionTimestamp = ptr.To(metav1.Now())
@@ -70,20 +71,20 @@ func TestCache(t *testing.T) {
 	t.Run("the ring's members and StatefulSets, from the caches; a terminating pod is no member", func(t *testing.T) {
 		r, err := c.Ring(t.Context(), "shop", "main")
 		require.NoError(t, err)
-		require.Equal(t, patch.Ring{
-			Members:      []patch.Member{{IP: "10.0.0.10", PodName: "redis-0"}, {IP: "10.0.0.12", PodName: "redis-2"}},
-			StatefulSets: []patch.BootstrapSet{{Name: "redis", ServiceName: "redis", Replicas: 3}},
+		require.Equal(t, contract.Ring{
+			Members:      []contract.Member{{IP: "10.0.0.10", PodName: "redis-0"}, {IP: "10.0.0.12", PodName: "redis-2"}},
+			StatefulSets: []contract.BootstrapSet{{Name: "redis", ServiceName: "redis", Replicas: 3}},
 		}, r)
 		r, err = c.Ring(t.Context(), "elsewhere", "main")
 		require.NoError(t, err)
-		require.Equal(t, patch.Ring{Members: nil, StatefulSets: []patch.BootstrapSet{}}, r)
+		require.Equal(t, contract.Ring{Members: nil, StatefulSets: []contract.BootstrapSet{}}, r)
 	})
 	t.Run("the caches keep only what admission reads", func(t *testing.T) {
 		got, err := c.statefulSets.StatefulSets("shop").Get("redis")
 		require.NoError(t, err)
 		require.Nil(t, got.ManagedFields)
-		require.Equal(t, map[string]string{patch.AnnotationRing: "main"}, got.Annotations)
-		require.Equal(t, corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{patch.AnnotationGroup: "prod"}}}, got.Spec.Template)
+		require.Equal(t, map[string]string{contract.AnnotationRing: "main"}, got.Annotations)
+		require.Equal(t, corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{contract.AnnotationGroup: "prod"}}}, got.Spec.Template)
 		objs, err := c.slices.ByIndex(ringIndex, "shop/main")
 		require.NoError(t, err)
 		require.Len(t, objs, 1)
@@ -94,7 +95,7 @@ func TestCache(t *testing.T) {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-2", Labels: map[string]string{"apps.kubernetes.io/pod-index": "2"}}}
 		w, err := c.Workload(t.Context(), "shop", patch.Owner{Kind: patch.KindStatefulSet, Name: "redis"}, pod)
 		require.NoError(t, err)
-		require.Equal(t, patch.Workload{Kind: patch.KindStatefulSet, Name: "redis", Annotations: map[string]string{patch.AnnotationRing: "main"}, ServiceName: "redis", Ordinal: 2}, w)
+		require.Equal(t, patch.Workload{Kind: patch.KindStatefulSet, Name: "redis", Annotations: map[string]string{contract.AnnotationRing: "main"}, ServiceName: "redis", Ordinal: 2}, w)
 		_, err = c.Workload(t.Context(), "shop", patch.Owner{Kind: patch.KindStatefulSet, Name: "gone"}, pod)
 		require.ErrorIs(t, err, patch.ErrOwnerNotFound)
 		_, err = c.Workload(t.Context(), "shop", patch.Owner{Kind: patch.KindDeployment, Name: "gone"}, pod)

@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 )
 
 // LargePod is the size that made Istio's injector take seconds: 10 containers, 1,500
@@ -43,7 +43,7 @@ func LargePod() *corev1.Pod {
 func benchFixture(b *testing.B) *fixture {
 	return newFixture(b, []runtime.Object{ringSTS("db", 3),
 		readySlice("db-x", map[string]string{"db-0": "10.0.0.10", "db-1": "10.0.0.11", "db-2": "10.0.0.12"})},
-		deploymentMeta("web", map[string]string{patch.AnnotationRing: "main"}))
+		deploymentMeta("web", map[string]string{contract.AnnotationRing: "main"}))
 }
 
 // BenchmarkAdmission is the whole request path: decode, owner lookup from the cache,

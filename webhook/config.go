@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/patch"
 )
 
@@ -50,7 +51,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		Listen:          ":8443",
-		MaxPeers:        patch.DefaultMaxPeers,
+		MaxPeers:        contract.DefaultMaxPeers,
 		ClusterDomain:   patch.DefaultClusterDomain,
 		SidecarMode:     SidecarAuto,
 		RequestTimeout:  5 * time.Second,

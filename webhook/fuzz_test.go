@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 )
 
 // FuzzMutate throws arbitrary bodies at /mutate. Whatever arrives, the server must not
@@ -42,7 +42,7 @@ func FuzzMutate(f *testing.F) {
 	f.Add([]byte{})
 
 	fx := newFixture(f, []runtime.Object{ringSTS("redis", 3), readySlice("redis-x", map[string]string{"redis-0": "10.0.0.10"})},
-		deploymentMeta("web", map[string]string{patch.AnnotationRing: "main"}))
+		deploymentMeta("web", map[string]string{contract.AnnotationRing: "main"}))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		w := post(t, fx.router, body)
 		switch w.Code {

@@ -30,6 +30,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/patch"
 	"github.com/habring/habring/ring"
 )
@@ -38,7 +39,7 @@ const ns = "shop"
 
 func ringSTS(name string, replicas int32) *appsv1.StatefulSet {
 	return &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: map[string]string{patch.AnnotationRing: "main", patch.AnnotationTopology: "leader"}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: map[string]string{contract.AnnotationRing: "main", contract.AnnotationTopology: "leader"}},
 		Spec:       appsv1.StatefulSetSpec{ServiceName: name, Replicas: ptr.To(replicas)},
 	}
 }
@@ -52,7 +53,7 @@ func deploymentMeta(name string, ann map[string]string) *metav1.PartialObjectMet
 
 func readySlice(name string, eps map[string]string) *discoveryv1.EndpointSlice {
 	s := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{patch.LabelRing: "main"}},
+		ObjectMeta:  metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{contract.LabelRing: "main"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 	}
 	for pod, ip := range eps {
@@ -223,9 +224,9 @@ func TestDecodeReviewKeepsTheCause(t *testing.T) {
 func TestReview(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, []runtime.Object{ringSTS("db", 3), readySlice("db-x", map[string]string{"db-0": "10.0.0.10", "db-1": "10.0.0.11"})},
-		deploymentMeta("web", map[string]string{patch.AnnotationRing: "main"}),
-		deploymentMeta("lonely", map[string]string{patch.AnnotationRing: "empty"}),
-		deploymentMeta("bad", map[string]string{patch.AnnotationRing: "main", patch.AnnotationTopology: "chaos"}))
+		deploymentMeta("web", map[string]string{contract.AnnotationRing: "main"}),
+		deploymentMeta("lonely", map[string]string{contract.AnnotationRing: "empty"}),
+		deploymentMeta("bad", map[string]string{contract.AnnotationRing: "main", contract.AnnotationTopology: "chaos"}))
 
 	t.Run("statefulset pod injected", func(t *testing.T) {
 		t.Parallel()
@@ -234,9 +235,9 @@ func TestReview(t *testing.T) {
 		require.True(t, resp.Allowed)
 		require.Equal(t, admissionv1.PatchTypeJSONPatch, *resp.PatchType)
 		got := applyPatch(t, pod, resp.Patch)
-		require.Equal(t, "10.0.0.10,10.0.0.11", got.Annotations[patch.AnnotationPeers])
+		require.Equal(t, "10.0.0.10,10.0.0.11", got.Annotations[contract.AnnotationPeers])
 		require.Contains(t, got.Spec.Containers[0].Args, "--peer=10.0.0.10")
-		require.Equal(t, patch.LabelerContainerName, got.Spec.InitContainers[0].Name)
+		require.Equal(t, contract.LabelerContainerName, got.Spec.InitContainers[0].Name)
 	})
 	t.Run("dry run answers exactly like a real request", func(t *testing.T) {
 		t.Parallel()
@@ -327,7 +328,7 @@ type panicSource struct{}
 func (panicSource) Workload(context.Context, string, patch.Owner, *corev1.Pod) (patch.Workload, error) {
 	panic("boom")
 }
-func (panicSource) Ring(context.Context, string, string) (patch.Ring, error) { panic("boom") }
+func (panicSource) Ring(context.Context, string, string) (contract.Ring, error) { panic("boom") }
 
 func TestPanicIsRecoveredAndCounted(t *testing.T) {
 	t.Parallel()

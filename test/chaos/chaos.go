@@ -29,7 +29,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/test/harness"
 	"github.com/habring/habring/test/runner"
 	"github.com/habring/habring/test/supervisor"
@@ -56,8 +56,8 @@ type Setup struct {
 
 // Setups are both habring modes and the baseline.
 var Setups = []Setup{
-	{Name: "habring args", Habring: true, PeerMode: patch.PeerModeArgs},
-	{Name: "habring watch-file", Habring: true, PeerMode: patch.PeerModeWatchFile},
+	{Name: "habring args", Habring: true, PeerMode: contract.PeerModeArgs},
+	{Name: "habring watch-file", Habring: true, PeerMode: contract.PeerModeWatchFile},
 	{Name: "bootstrap StatefulSet", Habring: false},
 }
 
@@ -201,7 +201,7 @@ type Ring struct {
 func (r *Ring) setUp(ctx context.Context, statefulSetFirst bool) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.Namespace, Annotations: runner.NamespaceAnnotations()}}
 	if r.Setup.Habring {
-		ns.Labels = map[string]string{patch.LabelInject: patch.InjectEnabled}
+		ns.Labels = map[string]string{contract.LabelInject: contract.InjectEnabled}
 	}
 	if _, err := r.env.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		return err
@@ -222,7 +222,7 @@ func (r *Ring) setUp(ctx context.Context, statefulSetFirst bool) error {
 		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: map[string]string{"app": "redis"},
 			Ports: []corev1.ServicePort{{Name: "gossip", Port: 9638}}}}
 	if r.Setup.Habring {
-		svc.Labels = map[string]string{patch.LabelRing: "main"}
+		svc.Labels = map[string]string{contract.LabelRing: "main"}
 	}
 	objs := []any{svc, r.statefulSet(), r.deployment()}
 	if !statefulSetFirst {
@@ -284,7 +284,7 @@ func (r *Ring) statefulSet() *appsv1.StatefulSet {
 	pod := corev1.PodSpec{TerminationGracePeriodSeconds: ptr.To[int64](10)}
 	var ann map[string]string
 	if r.Setup.Habring {
-		ann = map[string]string{patch.AnnotationRing: "main", patch.AnnotationTopology: "leader", patch.AnnotationPeerMode: r.Setup.PeerMode}
+		ann = map[string]string{contract.AnnotationRing: "main", contract.AnnotationTopology: "leader", contract.AnnotationPeerMode: r.Setup.PeerMode}
 		pod.ServiceAccountName = "habitat"
 	} else {
 		c.Command = []string{"sh", "-c", seedScript}
@@ -304,7 +304,7 @@ func (r *Ring) deployment() *appsv1.Deployment {
 	pod := corev1.PodSpec{TerminationGracePeriodSeconds: ptr.To[int64](10)}
 	var ann map[string]string
 	if r.Setup.Habring {
-		ann = map[string]string{patch.AnnotationRing: "main", patch.AnnotationPeerMode: r.Setup.PeerMode}
+		ann = map[string]string{contract.AnnotationRing: "main", contract.AnnotationPeerMode: r.Setup.PeerMode}
 		pod.ServiceAccountName = "habitat" // a labeler fills the peer file in watch-file mode
 	} else {
 		// The seed's advice for everything else: peer with the bootstrap StatefulSet's names.
@@ -405,7 +405,7 @@ func (r *Ring) leaderPod(ctx context.Context) (string, error) {
 		return "", err
 	}
 	for _, p := range pods {
-		if r.Setup.Habring && p.Labels[patch.LabelRole] == patch.RoleLeader {
+		if r.Setup.Habring && p.Labels[contract.LabelRole] == contract.RoleLeader {
 			return p.Name, nil
 		}
 		if !r.Setup.Habring && claimsLeader(ctx, p.Status.PodIP) {
@@ -526,7 +526,7 @@ func (r *Ring) State(ctx context.Context) State {
 		if claimsLeader(ctx, p.Status.PodIP) {
 			s.Claims++
 		}
-		if r.Setup.Habring && p.Labels[patch.LabelRole] == patch.RoleLeader {
+		if r.Setup.Habring && p.Labels[contract.LabelRole] == contract.RoleLeader {
 			s.Leaders++
 		}
 	}

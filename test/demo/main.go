@@ -23,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/patch"
 	"github.com/habring/habring/test/harness"
 	"github.com/habring/habring/test/runner"
@@ -114,7 +115,7 @@ func waitForRing(ctx context.Context, client kubernetes.Interface, ns string, n 
 			for _, p := range list.Items {
 				if p.Status.PodIP != "" && p.DeletionTimestamp == nil && harness.PodReady(&p) {
 					ready = append(ready, p)
-					if p.Labels[patch.LabelRole] == patch.RoleLeader {
+					if p.Labels[contract.LabelRole] == contract.RoleLeader {
 						leaders++
 					}
 				}
@@ -176,15 +177,15 @@ func table(ctx context.Context, pods []corev1.Pod, kubeconfig, dir string) {
 		if owner.Kind == patch.KindStatefulSet {
 			ordinal = fmt.Sprint(patch.StatefulSetOrdinal(owner.Name, &p))
 		}
-		peers := p.Annotations[patch.AnnotationPeers]
+		peers := p.Annotations[contract.AnnotationPeers]
 		if peers == "" {
 			peers = "(none: bootstraps the ring)"
 		}
-		role := p.Labels[patch.LabelRole]
+		role := p.Labels[contract.LabelRole]
 		if role == "" {
 			role = "-"
 		}
-		if role == patch.RoleLeader {
+		if role == contract.RoleLeader {
 			leader = p.Name
 		}
 		fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, owner.Kind, owner.Name, ordinal, p.Status.PodIP, role, ringName(p.Name), peers)

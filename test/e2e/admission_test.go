@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 )
 
 // A Deployment in a ring with nothing live is denied (visible in its ReplicaSet's
@@ -32,7 +32,7 @@ func TestDeploymentWaitsForTheRing(t *testing.T) {
 		for ev := range w.ResultChan() {
 			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type == watch.Added {
 				seen.Add(1)
-				if p.Annotations[patch.AnnotationStatus] != patch.StatusInjected || len(peers(p)) == 0 {
+				if p.Annotations[contract.AnnotationStatus] != contract.StatusInjected || len(peers(p)) == 0 {
 					withoutPeers.Add(1)
 				}
 			}
@@ -85,8 +85,8 @@ func TestDryRun(t *testing.T) {
 	}
 	got, err := e.client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	require.NoError(t, err)
-	require.Equal(t, patch.StatusInjected, got.Annotations[patch.AnnotationStatus])
-	require.Equal(t, "dry", got.Labels[patch.LabelRing])
+	require.Equal(t, contract.StatusInjected, got.Annotations[contract.AnnotationStatus])
+	require.Equal(t, "dry", got.Labels[contract.LabelRing])
 	require.Contains(t, got.Spec.Containers[0].Args, "--permanent-peer")
 	_, err = e.client.CoreV1().Pods(ns).Get(t.Context(), "db-0", metav1.GetOptions{})
 	require.True(t, apierrors.IsNotFound(err), "a dry-run pod was persisted: %v", err)

@@ -17,7 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/test/harness"
 )
 
@@ -70,7 +70,7 @@ func TestBenchMemory(t *testing.T) {
 	create(1000, func(i int) error {
 		s := &discoveryv1.EndpointSlice{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("es-%d", i), Namespace: ns, Labels: map[string]string{
-				patch.LabelRing: fmt.Sprintf("r%d", i%100), discoveryv1.LabelManagedBy: "habring-bench"}},
+				contract.LabelRing: fmt.Sprintf("r%d", i%100), discoveryv1.LabelManagedBy: "habring-bench"}},
 			AddressType: discoveryv1.AddressTypeIPv4,
 		}
 		for j := range 5 {
@@ -89,7 +89,7 @@ func TestBenchMemory(t *testing.T) {
 		Spec: corev1.PodSpec{Containers: []corev1.Container{container("dep-7")}}}
 	got, err := e.client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	require.NoError(t, err)
-	require.Len(t, peers(got), patch.DefaultMaxPeers)
+	require.Len(t, peers(got), contract.DefaultMaxPeers)
 	after, err := harness.RSS(e.webhook.Pid())
 	require.NoError(t, err)
 	t.Logf("habring webhook RSS: %s before, %s with the caches full", mib(before), mib(after))
@@ -115,7 +115,7 @@ func TestBenchMemory(t *testing.T) {
 	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
 	require.Eventually(t, func() bool {
 		p, err := e.client.CoreV1().Pods(cs).Get(t.Context(), lp.Name, metav1.GetOptions{})
-		return err == nil && p.Labels[patch.LabelRole] == patch.RoleFollower
+		return err == nil && p.Labels[contract.LabelRole] == contract.RoleFollower
 	}, 30*time.Second, 20*time.Millisecond)
 	t.Logf("labeler: first label written %s after exec", time.Since(start).Round(time.Millisecond))
 	time.Sleep(10 * time.Second)

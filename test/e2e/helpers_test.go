@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/patch"
 	"github.com/habring/habring/test/harness"
 	"github.com/habring/habring/test/runner"
@@ -53,7 +54,7 @@ func namespaceWith(t *testing.T, e *environment, optIn bool, annotations map[str
 	}
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations}}
 	if optIn {
-		ns.Labels = map[string]string{patch.LabelInject: patch.InjectEnabled}
+		ns.Labels = map[string]string{contract.LabelInject: contract.InjectEnabled}
 	}
 	_, err := e.client.CoreV1().Namespaces().Create(t.Context(), ns, metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -76,7 +77,7 @@ func container(name string) corev1.Container {
 func ringService(t *testing.T, e *environment, ns, name, ring string) {
 	t.Helper()
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{patch.LabelRing: ring}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{contract.LabelRing: ring}},
 		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: map[string]string{"app": name},
 			Ports: []corev1.ServicePort{{Name: "gossip", Port: 9638}}},
 	}
@@ -112,7 +113,7 @@ func deployment(ns, name string, replicas int32, ann map[string]string) *appsv1.
 	}
 }
 
-func ring(name string) map[string]string { return map[string]string{patch.AnnotationRing: name} }
+func ring(name string) map[string]string { return map[string]string{contract.AnnotationRing: name} }
 
 // readyPods waits until n pods with app=<app> are Ready with an IP, and returns them by name.
 func readyPods(t *testing.T, e *environment, ns, app string, n int, timeout time.Duration) []corev1.Pod {
@@ -149,7 +150,7 @@ func ringMembers(t *testing.T, e *environment, ns, ring string, pods []corev1.Po
 	// EventuallyWithT reports the last attempt's failure (plain Eventually would format its
 	// message with the values this function had when it was called).
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		list, err := e.client.DiscoveryV1().EndpointSlices(ns).List(t.Context(), metav1.ListOptions{LabelSelector: patch.LabelRing + "=" + ring})
+		list, err := e.client.DiscoveryV1().EndpointSlices(ns).List(t.Context(), metav1.ListOptions{LabelSelector: contract.LabelRing + "=" + ring})
 		require.NoError(c, err)
 		got := []string{}
 		for _, m := range patch.Members(slicesOf(list.Items)) {
@@ -169,7 +170,7 @@ func slicesOf(items []discoveryv1.EndpointSlice) []*discoveryv1.EndpointSlice {
 }
 
 func peers(p *corev1.Pod) []string {
-	v, ok := p.Annotations[patch.AnnotationPeers]
+	v, ok := p.Annotations[contract.AnnotationPeers]
 	if !ok || v == "" {
 		return nil
 	}
@@ -189,8 +190,8 @@ func peerArgs(p *corev1.Pod) []string {
 // requireInjected checks the pod went through habring and its args match its annotation.
 func requireInjected(t *testing.T, p *corev1.Pod) {
 	t.Helper()
-	require.Equal(t, patch.StatusInjected, p.Annotations[patch.AnnotationStatus], "pod %s was not injected", p.Name)
-	require.Equal(t, peers(p), peerArgs(p), "pod %s: --peer args differ from %s", p.Name, patch.AnnotationPeers)
+	require.Equal(t, contract.StatusInjected, p.Annotations[contract.AnnotationStatus], "pod %s was not injected", p.Name)
+	require.Equal(t, peers(p), peerArgs(p), "pod %s: --peer args differ from %s", p.Name, contract.AnnotationPeers)
 }
 
 func stableName(ns, sts string, i int) string {

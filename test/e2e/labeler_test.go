@@ -30,7 +30,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/test/harness"
 )
 
@@ -156,12 +156,12 @@ func TestLabelersMoveTheLeaderService(t *testing.T) {
 	ns := namespace(t, e, true)
 	labelerPermissions(t, e, ns)
 	ringService(t, e, ns, "redis", "main")
-	sts := statefulSet(ns, "redis", 3, map[string]string{patch.AnnotationRing: "main", patch.AnnotationTopology: "leader"})
+	sts := statefulSet(ns, "redis", 3, map[string]string{contract.AnnotationRing: "main", contract.AnnotationTopology: "leader"})
 	sts.Spec.Template.Spec.ServiceAccountName = "habitat"
 	_, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), sts, metav1.CreateOptions{})
 	require.NoError(t, err)
 	master := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "redis-master", Namespace: ns},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "redis", patch.LabelRole: patch.RoleLeader},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "redis", contract.LabelRole: contract.RoleLeader},
 			Ports: []corev1.ServicePort{{Name: "redis", Port: 6379}}}}
 	_, err = e.client.CoreV1().Services(ns).Create(t.Context(), master, metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -179,10 +179,10 @@ func TestLabelersMoveTheLeaderService(t *testing.T) {
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		assert.Equal(c, []string{pods[0].Status.PodIP}, leaderIPs(), "redis-master endpoints: want only redis-0")
 	}, 3*time.Minute, 100*time.Millisecond)
-	for i, want := range []string{patch.RoleLeader, patch.RoleFollower, patch.RoleFollower} {
+	for i, want := range []string{contract.RoleLeader, contract.RoleFollower, contract.RoleFollower} {
 		require.Eventually(t, func() bool {
 			p, err := e.client.CoreV1().Pods(ns).Get(t.Context(), pods[i].Name, metav1.GetOptions{})
-			return err == nil && p.Labels[patch.LabelRole] == want
+			return err == nil && p.Labels[contract.LabelRole] == want
 		}, 30*time.Second, 100*time.Millisecond, "%s should be %s", pods[i].Name, want)
 	}
 
@@ -215,11 +215,11 @@ func TestLabelersMoveTheLeaderService(t *testing.T) {
 	// for it with dry runs (they pass through admission and change nothing).
 	patchOpts.DryRun = []string{metav1.DryRunAll}
 	require.Eventually(t, func() bool {
-		err := mergePatch("redis-0", labels(map[string]string{patch.LabelRole: patch.RoleLeader}))
+		err := mergePatch("redis-0", labels(map[string]string{contract.LabelRole: contract.RoleLeader}))
 		return apierrors.IsForbidden(err) || apierrors.IsInvalid(err)
 	}, time.Minute, 200*time.Millisecond, "the labeler policy never took effect")
 	patchOpts.DryRun = nil
-	require.NoError(t, mergePatch("redis-1", labels(map[string]string{patch.LabelRole: patch.RoleLeader})), "own role label")
+	require.NoError(t, mergePatch("redis-1", labels(map[string]string{contract.LabelRole: contract.RoleLeader})), "own role label")
 	// Clients without pod-bound credentials (a token with no extra at all: this admin's)
 	// are not the policy's business.
 	b, _ := json.Marshal(labels(map[string]string{"team": "storage"}))
@@ -229,7 +229,7 @@ func TestLabelersMoveTheLeaderService(t *testing.T) {
 		pod  string
 		body map[string]any
 	}{
-		"another pod's role": {pod: "redis-0", body: labels(map[string]string{patch.LabelRole: patch.RoleLeader})},
+		"another pod's role": {pod: "redis-0", body: labels(map[string]string{contract.LabelRole: contract.RoleLeader})},
 		"another label":      {pod: "redis-1", body: labels(map[string]string{"app": "hijacked"})},
 		"an annotation":      {pod: "redis-1", body: map[string]any{"metadata": map[string]any{"annotations": map[string]string{"x": "y"}}}},
 		"the spec":           {pod: "redis-1", body: map[string]any{"spec": map[string]any{"activeDeadlineSeconds": 5}}},
@@ -252,7 +252,7 @@ func TestLabelersFenceTheLeader(t *testing.T) {
 	ns := namespace(t, e, true)
 	labelerPermissions(t, e, ns)
 	ringService(t, e, ns, "redis", "main")
-	sts := statefulSet(ns, "redis", 2, map[string]string{patch.AnnotationRing: "main", patch.AnnotationTopology: "leader"})
+	sts := statefulSet(ns, "redis", 2, map[string]string{contract.AnnotationRing: "main", contract.AnnotationTopology: "leader"})
 	sts.Spec.Template.Spec.ServiceAccountName = "habitat"
 	_, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), sts, metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -271,7 +271,7 @@ func TestLabelersFenceTheLeader(t *testing.T) {
 				continue
 			}
 			mu.Lock()
-			leaders[p.Name] = ev.Type != watch.Deleted && p.Labels[patch.LabelRole] == patch.RoleLeader
+			leaders[p.Name] = ev.Type != watch.Deleted && p.Labels[contract.LabelRole] == contract.RoleLeader
 			n := 0
 			for _, l := range leaders {
 				if l {

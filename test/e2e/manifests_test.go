@@ -17,7 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/test/harness"
 )
 
@@ -91,9 +91,9 @@ func TestManifestsApply(t *testing.T) {
 	}
 	for _, p := range readyPods(t, e, "shop", "redis", 3, 2*time.Minute) {
 		requireInjected(t, &p)
-		require.Equal(t, "main", p.Labels[patch.LabelRing])
+		require.Equal(t, "main", p.Labels[contract.LabelRing])
 		b, _ := json.Marshal(p.Spec.InitContainers)
-		require.Contains(t, string(b), patch.LabelerContainerName, "leader topology: labeler sidecar")
+		require.Contains(t, string(b), contract.LabelerContainerName, "leader topology: labeler sidecar")
 	}
 }
 

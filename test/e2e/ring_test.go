@@ -10,7 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 )
 
 // A namespace without habitat.sh/inject: enabled is untouched.
@@ -21,7 +21,7 @@ func TestNamespaceNotOptedInIsUntouched(t *testing.T) {
 	_, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), statefulSet(ns, "redis", 2, ring("main")), metav1.CreateOptions{})
 	require.NoError(t, err)
 	for _, p := range readyPods(t, e, ns, "redis", 2, time.Minute) {
-		require.NotContains(t, p.Annotations, patch.AnnotationStatus)
+		require.NotContains(t, p.Annotations, contract.AnnotationStatus)
 		require.Empty(t, p.Spec.InitContainers)
 		require.Nil(t, p.Spec.Containers[0].Args)
 	}
@@ -36,7 +36,7 @@ func TestBootstrapStatefulSetThenDeployment(t *testing.T) {
 	ns := namespace(t, e, true)
 	ringService(t, e, ns, "redis", "main")
 	_, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), statefulSet(ns, "redis", 3,
-		map[string]string{patch.AnnotationRing: "main", patch.AnnotationTopology: "leader"}), metav1.CreateOptions{})
+		map[string]string{contract.AnnotationRing: "main", contract.AnnotationTopology: "leader"}), metav1.CreateOptions{})
 	require.NoError(t, err)
 	pods := readyPods(t, e, ns, "redis", 3, 2*time.Minute)
 	ip := map[string]string{}
@@ -57,9 +57,9 @@ func TestBootstrapStatefulSetThenDeployment(t *testing.T) {
 				}), "pod %s: peer %s is not one of pods 0..%d", p.Name, peer, n-1)
 			}
 			require.Contains(t, p.Spec.Containers[0].Args, "--permanent-peer")
-			t.Logf("%s: peers %v (%s)", p.Name, got, p.Annotations[patch.AnnotationPeersReason])
+			t.Logf("%s: peers %v (%s)", p.Name, got, p.Annotations[contract.AnnotationPeersReason])
 		}
-		require.Equal(t, patch.LabelerContainerName, pods[0].Spec.InitContainers[0].Name, "native sidecar on 1.37")
+		require.Equal(t, contract.LabelerContainerName, pods[0].Spec.InitContainers[0].Name, "native sidecar on 1.37")
 	})
 
 	t.Run("pod 0 re-created peers with the live members", func(t *testing.T) {

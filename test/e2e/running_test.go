@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/test/harness"
 	"github.com/habring/habring/test/supervisor"
 )
@@ -64,14 +64,14 @@ func requireOneLeader(t *testing.T, e *environment, ns, app, leaderService strin
 			if p.DeletionTimestamp != nil {
 				continue
 			}
-			role := p.Labels[patch.LabelRole]
+			role := p.Labels[contract.LabelRole]
 			roles[role] = append(roles[role], p.Name)
-			if role == patch.RoleLeader {
+			if role == contract.RoleLeader {
 				leaders = append(leaders, p)
 			}
 		}
 		require.Len(c, leaders, 1, "pods by role: %v", roles)
-		assert.Len(c, roles[patch.RoleFollower], n-1, "pods by role: %v", roles)
+		assert.Len(c, roles[contract.RoleFollower], n-1, "pods by role: %v", roles)
 		leader = leaders[0]
 		census, err := harness.Gateway[supervisor.Census](t.Context(), leader.Status.PodIP, "/census")
 		require.NoError(c, err)
@@ -137,7 +137,7 @@ func TestExampleRingRuns(t *testing.T) {
 // requireOneLeaderNow checks once that a pod other than old is the only one labelled
 // leader and redis-master holds just it.
 func requireOneLeaderNow(c *assert.CollectT, t *testing.T, e *environment, ns, old string) corev1.Pod {
-	list, err := e.client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=redis," + patch.LabelRole + "=" + patch.RoleLeader})
+	list, err := e.client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=redis," + contract.LabelRole + "=" + contract.RoleLeader})
 	require.NoError(c, err)
 	var names []string
 	for _, p := range list.Items {
@@ -188,8 +188,8 @@ func TestWatchFileMemberRestartedInPlaceRejoins(t *testing.T) {
 	t.Parallel()
 	labelerPermissions(t, e, ns)
 	ringService(t, e, ns, "redis", "main")
-	sts := statefulSet(ns, "redis", 3, map[string]string{patch.AnnotationRing: "main", patch.AnnotationTopology: "leader",
-		patch.AnnotationPeerMode: patch.PeerModeWatchFile})
+	sts := statefulSet(ns, "redis", 3, map[string]string{contract.AnnotationRing: "main", contract.AnnotationTopology: "leader",
+		contract.AnnotationPeerMode: contract.PeerModeWatchFile})
 	sts.Spec.Template.Spec.ServiceAccountName = "habitat"
 	_, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), sts, metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -228,7 +228,7 @@ func TestRingJoinedGateHoldsARollingUpdate(t *testing.T) {
 	ringService(t, e, ns, "hab", "main")
 	_, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), statefulSet(ns, "hab", 1, ring("main")), metav1.CreateOptions{})
 	require.NoError(t, err)
-	web := deployment(ns, "web", 2, map[string]string{patch.AnnotationRing: "main", patch.AnnotationReadinessGate: patch.ReadinessGateRingJoined})
+	web := deployment(ns, "web", 2, map[string]string{contract.AnnotationRing: "main", contract.AnnotationReadinessGate: contract.ReadinessGateRingJoined})
 	web.Spec.Template.Spec.ServiceAccountName = "habitat"
 	web.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{
 		MaxUnavailable: ptr.To(intstr.FromInt32(0)), MaxSurge: ptr.To(intstr.FromInt32(1))}}
@@ -236,8 +236,8 @@ func TestRingJoinedGateHoldsARollingUpdate(t *testing.T) {
 	require.NoError(t, err)
 	pods := readyPods(t, e, ns, "web", 2, 3*time.Minute)
 	for _, p := range pods {
-		require.Contains(t, p.Spec.ReadinessGates, corev1.PodReadinessGate{ConditionType: patch.ConditionRingJoined})
-		joined, ready := condition(&p, patch.ConditionRingJoined), condition(&p, string(corev1.PodReady))
+		require.Contains(t, p.Spec.ReadinessGates, corev1.PodReadinessGate{ConditionType: contract.ConditionRingJoined})
+		joined, ready := condition(&p, contract.ConditionRingJoined), condition(&p, string(corev1.PodReady))
 		require.NotNil(t, joined, "pod %s has no ring-joined condition", p.Name)
 		require.Equal(t, corev1.ConditionTrue, joined.Status)
 		require.Equal(t, "Joined", joined.Reason)
@@ -250,7 +250,7 @@ func TestRingJoinedGateHoldsARollingUpdate(t *testing.T) {
 	require.NoError(t, err)
 	d, err := e.client.AppsV1().Deployments(ns).Get(t.Context(), "web", metav1.GetOptions{})
 	require.NoError(t, err)
-	d.Spec.Template.Annotations = map[string]string{patch.AnnotationRingKeySecret: "other-key"}
+	d.Spec.Template.Annotations = map[string]string{contract.AnnotationRingKeySecret: "other-key"}
 	_, err = e.client.AppsV1().Deployments(ns).Update(t.Context(), d, metav1.UpdateOptions{})
 	require.NoError(t, err)
 	var stuck corev1.Pod
@@ -259,12 +259,12 @@ func TestRingJoinedGateHoldsARollingUpdate(t *testing.T) {
 		require.NoError(c, err)
 		var fresh []corev1.Pod
 		for _, p := range list.Items {
-			if p.Annotations[patch.AnnotationRingKeySecret] == "other-key" {
+			if p.Annotations[contract.AnnotationRingKeySecret] == "other-key" {
 				fresh = append(fresh, p)
 			}
 		}
 		require.Len(c, fresh, 1, "one new pod (maxSurge 1)")
-		joined := condition(&fresh[0], patch.ConditionRingJoined)
+		joined := condition(&fresh[0], contract.ConditionRingJoined)
 		require.NotNil(c, joined)
 		assert.Equal(c, corev1.ConditionFalse, joined.Status)
 		assert.Equal(c, "Alone", joined.Reason)
@@ -278,7 +278,7 @@ func TestRingJoinedGateHoldsARollingUpdate(t *testing.T) {
 	p, err := e.client.CoreV1().Pods(ns).Get(t.Context(), stuck.Name, metav1.GetOptions{})
 	require.NoError(t, err)
 	require.False(t, harness.PodReady(p), "pod %s is Ready without having joined", p.Name)
-	t.Logf("rollout held: %s is %s (%s)", p.Name, condition(p, patch.ConditionRingJoined).Reason, condition(p, patch.ConditionRingJoined).Message)
+	t.Logf("rollout held: %s is %s (%s)", p.Name, condition(p, contract.ConditionRingJoined).Reason, condition(p, contract.ConditionRingJoined).Message)
 }
 
 func condition(p *corev1.Pod, t string) *corev1.PodCondition {

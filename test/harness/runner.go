@@ -17,7 +17,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/test/cluster"
 	"github.com/habring/habring/test/podnet"
 	"github.com/habring/habring/test/runner"
@@ -99,7 +99,7 @@ func StartRunner(ctx context.Context, c *cluster.Cluster, bridge *podnet.Bridge,
 		switch repo {
 		case LabelerImageRepo:
 			return runner.Image{Entrypoint: []string{habring},
-				Files: map[string]string{"/habring": habring, patch.LabelerCommand: LabelerBinary(habring)}}, true
+				Files: map[string]string{"/habring": habring, contract.LabelerCommand: LabelerBinary(habring)}}, true
 		case "busybox":
 			return runner.Image{Entrypoint: []string{"/bin/sh"}}, true
 		}

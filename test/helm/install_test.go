@@ -23,7 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/test/cluster"
 	"github.com/habring/habring/test/harness"
 	"github.com/habring/habring/test/pki"
@@ -130,7 +130,7 @@ func TestInstall(t *testing.T) {
 
 	// The example ring, its pods running on the runner, admitted through the chart's webhook.
 	_, err = client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop",
-		Labels: map[string]string{patch.LabelInject: patch.InjectEnabled}, Annotations: runner.NamespaceAnnotations()}}, metav1.CreateOptions{})
+		Labels: map[string]string{contract.LabelInject: contract.InjectEnabled}, Annotations: runner.NamespaceAnnotations()}}, metav1.CreateOptions{})
 	require.NoError(t, err)
 	_, err = client.CoreV1().Secrets("shop").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "ring-key"},
 		StringData: map[string]string{"ring-key": "SYM-SEC-1\nmain-20261201000000\n\nc2VjcmV0IG9mIHRoZSBoZWxtIHJpbmc="}}, metav1.CreateOptions{})
@@ -140,15 +140,15 @@ func TestInstall(t *testing.T) {
 	}
 	var pods []corev1.Pod
 	require.EventuallyWithT(t, func(ct *assert.CollectT) {
-		list, err := client.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{LabelSelector: patch.LabelRing + "=main"})
+		list, err := client.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{LabelSelector: contract.LabelRing + "=main"})
 		require.NoError(ct, err)
 		pods = list.Items
 		require.Len(ct, pods, 6)
 		leaders := 0
 		for _, p := range pods {
 			require.True(ct, harness.PodReady(&p), "pod %s ready", p.Name)
-			require.Equal(ct, patch.StatusInjected, p.Annotations[patch.AnnotationStatus], "pod %s", p.Name)
-			if p.Labels[patch.LabelRole] == patch.RoleLeader {
+			require.Equal(ct, contract.StatusInjected, p.Annotations[contract.AnnotationStatus], "pod %s", p.Name)
+			if p.Labels[contract.LabelRole] == contract.RoleLeader {
 				leaders++
 			}
 		}
@@ -172,7 +172,7 @@ func TestInstall(t *testing.T) {
 	}
 	var leader string
 	for _, p := range pods {
-		if p.Labels[patch.LabelRole] == patch.RoleLeader {
+		if p.Labels[contract.LabelRole] == contract.RoleLeader {
 			leader = p.Name
 		}
 	}

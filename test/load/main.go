@@ -43,6 +43,7 @@ import (
 	metadatafake "k8s.io/client-go/metadata/fake"
 	"k8s.io/utils/ptr"
 
+	"github.com/habring/habring/contract"
 	"github.com/habring/habring/patch"
 	"github.com/habring/habring/ring"
 	"github.com/habring/habring/test/echo"
@@ -173,10 +174,10 @@ func profile(path string) (func(), error) {
 func habringHandler(ctx context.Context) (http.Handler, error) {
 	ready := true
 	sts := &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "shop", Annotations: map[string]string{patch.AnnotationRing: "main", patch.AnnotationTopology: "leader"}},
+		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "shop", Annotations: map[string]string{contract.AnnotationRing: "main", contract.AnnotationTopology: "leader"}},
 		Spec:       appsv1.StatefulSetSpec{ServiceName: "db", Replicas: ptr.To[int32](3)},
 	}
-	slice := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "db-x", Namespace: "shop", Labels: map[string]string{patch.LabelRing: "main"}},
+	slice := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "db-x", Namespace: "shop", Labels: map[string]string{contract.LabelRing: "main"}},
 		AddressType: discoveryv1.AddressTypeIPv4}
 	for i := range 3 {
 		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{Addresses: []string{fmt.Sprintf("10.0.0.%d", 10+i)},

@@ -1,4 +1,4 @@
-package patch
+package contract
 
 // The names below are API (see README "Annotations"): change them only with a migration note.
 const (
@@ -115,3 +115,8 @@ const (
 	DefaultRingKeySecretKey     = "ring-key"
 	DefaultGatewayAuthSecretKey = "gateway-auth-token"
 )
+
+// DefaultMaxPeers is how many peers a pod is given (the webhook's --max-peers default, the
+// labeler's watch-file length) when nothing else is set: enough that one stale or
+// restarting member does not strand a joining Supervisor.
+const DefaultMaxPeers = 5
