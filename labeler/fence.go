@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/clock"
 
 	"github.com/habring/habring/contract"
@@ -129,23 +128,23 @@ func (l *Labeler) otherLeaders(ctx context.Context, c *Census, group string) ([]
 			ips[m.Sys.IP] = true
 		}
 	}
-	sel := labels.Set{contract.LabelRole: contract.RoleLeader}
+	sel := contract.LabelRole + "=" + contract.RoleLeader
 	if l.cfg.Ring != "" {
-		sel[contract.LabelRing] = l.cfg.Ring
+		sel += "," + contract.LabelRing + "=" + l.cfg.Ring
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	pods, err := l.api.ListPods(ctx, sel.String())
+	pods, err := l.api.ListPods(ctx, sel)
 	if err != nil {
 		return nil, fmt.Errorf("list the pods labelled leader: %w", err)
 	}
 	var out []string
 	for _, p := range pods {
-		if p.Name == l.cfg.PodName {
+		if p.Metadata.Name == l.cfg.PodName {
 			continue
 		}
 		if len(ips) == 0 || ips[p.Status.PodIP] {
-			out = append(out, p.Name)
+			out = append(out, p.Metadata.Name)
 		}
 	}
 	return out, nil

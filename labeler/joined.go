@@ -7,11 +7,8 @@ import (
 	"slices"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-
 	"github.com/habring/habring/contract"
+	"github.com/habring/habring/labeler/kube"
 )
 
 // joinedGate keeps the pod condition habitat.sh/ring-joined, when the pod has that
@@ -26,12 +23,12 @@ type joinedGate struct {
 	written   string // "True/Reason" last written; "" before the first write
 }
 
-func newJoinedGate(l *Labeler, own *corev1.Pod) *joinedGate {
+func newJoinedGate(l *Labeler, own *kube.Pod) *joinedGate {
 	return &joinedGate{l: l,
-		enabled: slices.ContainsFunc(own.Spec.ReadinessGates, func(g corev1.PodReadinessGate) bool {
+		enabled: slices.ContainsFunc(own.Spec.ReadinessGates, func(g kube.PodReadinessGate) bool {
 			return g.ConditionType == contract.ConditionRingJoined
 		}),
-		bootstrap: contract.Bootstraps(own.Annotations),
+		bootstrap: contract.Bootstraps(own.Metadata.Annotations),
 	}
 }
 
@@ -64,22 +61,29 @@ func (j *joinedGate) set(ctx context.Context, ok bool, reason, message string) {
 	if !j.enabled {
 		return
 	}
-	status := corev1.ConditionFalse
+	status := "False"
 	if ok {
-		status = corev1.ConditionTrue
+		status = "True"
 	}
-	key := string(status) + "/" + reason
+	key := status + "/" + reason
 	if key == j.written {
 		return
 	}
-	body, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.PodCondition{{
+	type podCondition struct {
+		Type               string `json:"type"`
+		Status             string `json:"status"`
+		LastTransitionTime string `json:"lastTransitionTime"`
+		Reason             string `json:"reason"`
+		Message            string `json:"message"`
+	}
+	body, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []podCondition{{
 		Type: contract.ConditionRingJoined, Status: status, Reason: reason, Message: message,
-		LastTransitionTime: metav1.NewTime(j.l.clock.Now().Truncate(time.Second)),
+		LastTransitionTime: j.l.clock.Now().UTC().Format(time.RFC3339), // metav1.Time: seconds, UTC
 	}}}})
 	if err != nil {
 		return
 	}
-	err = j.l.api.PatchPod(ctx, j.l.cfg.PodName, types.StrategicMergePatchType, body, "status")
+	err = j.l.api.PatchPod(ctx, j.l.cfg.PodName, kube.StrategicMergePatch, body, "status")
 	if err != nil {
 		j.l.log.Error("ring-joined condition write failed; will retry", "status", status, "reason", reason, "err", err)
 		return

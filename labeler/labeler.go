@@ -13,18 +13,18 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/habring/habring/connlimit"
-	"github.com/habring/habring/restconfig"
+	"github.com/habring/habring/labeler/kube"
 )
 
 // Run builds the client and labels until ctx ends.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// With no kubeconfig this is the in-cluster config: the labeler's own projected token,
 	// which the webhook mounts into this container alone.
-	rc, err := restconfig.Load(cfg.Kubeconfig, "habring-labeler")
+	kc, err := kube.Load(cfg.Kubeconfig, "habring-labeler")
 	if err != nil {
 		return err
 	}
-	api, err := NewAPI(rc, cfg.Namespace)
+	api, err := kube.New(kc, cfg.Namespace, FieldManager)
 	if err != nil {
 		return err
 	}

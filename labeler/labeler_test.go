@@ -29,6 +29,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/contract"
+	"github.com/habring/habring/labeler/kube"
 )
 
 func readCensus(t *testing.T, name string) *Census {
@@ -324,9 +325,14 @@ func TestPeerFile(t *testing.T) {
 			{Addresses: []string{"10.0.0.13"}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-3"}}, // unset ready counts as ready
 		},
 	}
-	require.Equal(t, "10.0.0.10\n10.0.0.12\n10.0.0.13\n", PeerFile("redis-9", []*discoveryv1.EndpointSlice{slice}, 5))
-	require.Equal(t, "10.0.0.12\n10.0.0.13\n", PeerFile("redis-0", []*discoveryv1.EndpointSlice{slice}, 5), "itself excluded")
-	require.Equal(t, "10.0.0.10\n", PeerFile("redis-9", []*discoveryv1.EndpointSlice{slice}, 1))
+	wire, err := viaJSON[kube.EndpointSlice](slice)
+	require.NoError(t, err)
+	slices := []kube.EndpointSlice{*wire}
+	require.Equal(t, "10.0.0.10\n10.0.0.12\n10.0.0.13\n", PeerFile("redis-9", slices, 5))
+	require.Equal(t, "10.0.0.12\n10.0.0.13\n", PeerFile("redis-0", slices, 5), "itself excluded")
+	require.Equal(t, "10.0.0.10\n", PeerFile("redis-9", slices, 1))
+	wire.AddressType = "IPv6"
+	require.Empty(t, PeerFile("redis-9", []kube.EndpointSlice{*wire}, 5), "IPv4 only")
 	require.Empty(t, PeerFile("redis-0", nil, 5))
 
 	// Run keeps the file up to date from the watch, and /readyz turns ready once written.
@@ -349,7 +355,7 @@ func TestPeerFile(t *testing.T) {
 	read := func() string { b, _ := os.ReadFile(cfg.PeerWatchFile); return string(b) }
 	require.Eventually(t, func() bool { return ready() == http.StatusOK }, 5*time.Second, 5*time.Millisecond)
 	require.Empty(t, read(), "no members yet: an empty file, so a bootstrapping Supervisor starts alone")
-	_, err := client.DiscoveryV1().EndpointSlices("shop").Create(t.Context(), slice, metav1.CreateOptions{})
+	_, err = client.DiscoveryV1().EndpointSlices("shop").Create(t.Context(), slice, metav1.CreateOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return read() == "10.0.0.10\n10.0.0.12\n10.0.0.13\n" }, 5*time.Second, 5*time.Millisecond, "file: %q", read())
 	other := slice.DeepCopy()

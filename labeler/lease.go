@@ -1,17 +1,16 @@
 package labeler
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"math"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
-	apiequality "k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
+
+	"github.com/habring/habring/labeler/kube"
 )
 
 // elector holds one coordination.k8s.io Lease as client-go's leaderelection does
@@ -32,9 +31,9 @@ type elector struct {
 	clock                          clock.Clock
 	onStarted, onStopped           func()
 
-	observed     coordinationv1.LeaseSpec // the spec last read or written
-	observedTime time.Time                // when it last changed, by this clock
-	held         bool                     // the last write was ours and succeeded
+	observed     kube.LeaseSpec // the spec last read or written
+	observedTime time.Time      // when it last changed, by this clock
+	held         bool           // the last write was ours and succeeded
 }
 
 // run contends until ctx ends, then gives a held Lease up.
@@ -43,7 +42,7 @@ func (e *elector) run(ctx context.Context) {
 	for {
 		// Acquire: try every retry period (jittered) until it is ours.
 		for !e.tryAcquireOrRenew(ctx) {
-			if !e.sleep(ctx, wait.Jitter(e.retry, 1.2)) {
+			if !e.sleep(ctx, jitter(e.retry, 1.2)) {
 				return
 			}
 		}
@@ -89,15 +88,15 @@ func (e *elector) sleep(ctx context.Context, d time.Duration) bool {
 func (e *elector) tryAcquireOrRenew(ctx context.Context) bool {
 	now := e.clock.Now()
 	seconds := int32(min(e.duration/time.Second, math.MaxInt32)) //nolint:gosec // bounded on the line itself
-	want := coordinationv1.LeaseSpec{
+	want := kube.LeaseSpec{
 		HolderIdentity:       ptr.To(e.id),
 		LeaseDurationSeconds: ptr.To(seconds),
-		AcquireTime:          &metav1.MicroTime{Time: now},
-		RenewTime:            &metav1.MicroTime{Time: now},
+		AcquireTime:          kube.NewMicroTime(now),
+		RenewTime:            kube.NewMicroTime(now),
 	}
 	cur, err := e.api.GetLease(ctx, e.name)
-	if apierrors.IsNotFound(err) {
-		created, err := e.api.CreateLease(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: e.name}, Spec: want})
+	if kube.IsNotFound(err) {
+		created, err := e.api.CreateLease(ctx, kube.NewLease(e.name, want))
 		if err != nil {
 			return false
 		}
@@ -108,7 +107,7 @@ func (e *elector) tryAcquireOrRenew(ctx context.Context) bool {
 	if err != nil {
 		return false
 	}
-	if !apiequality.Semantic.DeepEqual(cur.Spec, e.observed) {
+	if !sameSpec(cur.Spec, e.observed) {
 		e.observe(cur.Spec, now)
 	}
 	holder := ptr.Deref(cur.Spec.HolderIdentity, "")
@@ -121,9 +120,9 @@ func (e *elector) tryAcquireOrRenew(ctx context.Context) bool {
 	} else {
 		want.LeaseTransitions = ptr.To(ptr.Deref(cur.Spec.LeaseTransitions, 0) + 1)
 	}
-	next := cur.DeepCopy()
+	next := *cur
 	next.Spec = want
-	updated, err := e.api.UpdateLease(ctx, next) // carries cur's resourceVersion: a conflict loses
+	updated, err := e.api.UpdateLease(ctx, &next) // carries cur's resourceVersion: a conflict loses
 	if err != nil {
 		return false
 	}
@@ -132,8 +131,15 @@ func (e *elector) tryAcquireOrRenew(ctx context.Context) bool {
 	return true
 }
 
-func (e *elector) observe(spec coordinationv1.LeaseSpec, now time.Time) {
+func (e *elector) observe(spec kube.LeaseSpec, now time.Time) {
 	e.observed, e.observedTime = spec, now
+}
+
+// sameSpec compares two specs as the API server keeps them (times to the microsecond).
+func sameSpec(a, b kube.LeaseSpec) bool {
+	ja, erra := json.Marshal(a)
+	jb, errb := json.Marshal(b)
+	return erra == nil && errb == nil && bytes.Equal(ja, jb)
 }
 
 // release gives a held Lease up: no holder, a one-second term, so the next contender
@@ -150,9 +156,9 @@ func (e *elector) release() {
 	if err != nil || ptr.Deref(cur.Spec.HolderIdentity, "") != e.id {
 		return
 	}
-	next := cur.DeepCopy()
-	now := metav1.NewMicroTime(e.clock.Now())
+	next := *cur
+	now := kube.NewMicroTime(e.clock.Now())
 	next.Spec.HolderIdentity, next.Spec.LeaseDurationSeconds = ptr.To(""), ptr.To[int32](1)
-	next.Spec.AcquireTime, next.Spec.RenewTime = &now, &now
-	_, _ = e.api.UpdateLease(ctx, next)
+	next.Spec.AcquireTime, next.Spec.RenewTime = now, now
+	_, _ = e.api.UpdateLease(ctx, &next)
 }

@@ -2,48 +2,32 @@ package labeler
 
 import (
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
-
-	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/client-go/tools/cache"
+	"time"
 
 	"github.com/habring/habring/contract"
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/labeler/kube"
 )
 
 // keepPeerFile watches the ring's EndpointSlices in this namespace and rewrites the peer
 // watch file whenever the live members change. The Supervisor reads the file only while
 // it knows no other member, so this is what heals a member restarted alone.
 func (l *Labeler) keepPeerFile(ctx context.Context) {
-	inf := cache.NewSharedIndexInformer(l.api.EndpointSlices(contract.LabelRing+"="+l.cfg.Ring), &discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
-	changed := make(chan struct{}, 1)
-	poke := func(any) {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	}
-	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, o any) { poke(o) }, DeleteFunc: poke}); err != nil {
-		l.log.Error("watch endpointslices", "err", err)
-		return
-	}
-	go inf.RunWithContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		return
-	}
 	var last string
-	write := func() {
-		var slices []*discoveryv1.EndpointSlice
-		for _, o := range inf.GetStore().List() {
-			// The list/watch is already filtered by the API server; checking again costs
-			// nothing and keeps another ring's members out whatever serves the watch.
-			if s := o.(*discoveryv1.EndpointSlice); s.Labels[contract.LabelRing] == l.cfg.Ring {
-				slices = append(slices, s)
+	l.syncSlices(ctx, contract.LabelRing+"="+l.cfg.Ring, func(slices map[string]kube.EndpointSlice) {
+		var ring []kube.EndpointSlice
+		for _, s := range slices {
+			// The list and watch are already filtered by the API server; checking again
+			// costs nothing and keeps another ring's members out whatever serves them.
+			if s.Metadata.Labels[contract.LabelRing] == l.cfg.Ring {
+				ring = append(ring, s)
 			}
 		}
-		content := PeerFile(l.cfg.PodName, slices, l.cfg.MaxPeers)
+		content := PeerFile(l.cfg.PodName, ring, l.cfg.MaxPeers)
 		if content == last && l.peersReady.Load() {
 			return
 		}
@@ -54,24 +38,120 @@ func (l *Labeler) keepPeerFile(ctx context.Context) {
 		last = content
 		l.peersReady.Store(true)
 		l.log.Info("peer watch file written", "path", l.cfg.PeerWatchFile, "peers", strings.Count(content, "\n"))
-	}
-	write()
-	for {
+	})
+}
+
+// Watches end after watchTimeout (the server closes them, jittered as client-go's
+// reflector does); a failed list or watch is tried again after a back-off from
+// retryMin to retryMax.
+const (
+	watchTimeout       = 5 * time.Minute
+	retryMin, retryMax = time.Second, 30 * time.Second
+)
+
+// syncSlices keeps the EndpointSlices matching selector, by name, as client-go's reflector
+// does: list, then watch from the list's resourceVersion (bookmarks keep it fresh), watch
+// again from the last one when a watch ends, and list again when the server says it is
+// gone (410). changed gets the whole set after the list and after every change, until
+// ctx ends.
+func (l *Labeler) syncSlices(ctx context.Context, selector string, changed func(map[string]kube.EndpointSlice)) {
+	retry := &backoff{next: retryMin, factor: 2, jitter: 0.2, cap: retryMax}
+	pause := func(what string, err error) bool {
+		d := retry.Step()
+		l.log.Warn("EndpointSlices: "+what+" failed; trying again", "in", d.Round(time.Millisecond), "err", err)
+		t := l.clock.NewTimer(d)
+		defer t.Stop()
 		select {
 		case <-ctx.Done():
-			return
-		case <-changed:
-			write()
+			return false
+		case <-t.C():
+			return true
+		}
+	}
+	for ctx.Err() == nil {
+		list, err := l.api.ListEndpointSlices(ctx, selector)
+		if err != nil {
+			if ctx.Err() != nil || !pause("list", err) {
+				return
+			}
+			continue
+		}
+		store := make(map[string]kube.EndpointSlice, len(list.Items))
+		for _, s := range list.Items {
+			store[s.Metadata.Name] = s
+		}
+		changed(store)
+		rv := list.Metadata.ResourceVersion
+		for ctx.Err() == nil {
+			w, err := l.api.WatchEndpointSlices(ctx, selector, rv, jitter(watchTimeout, 1))
+			if kube.IsGone(err) {
+				break // list again
+			}
+			if err != nil {
+				if ctx.Err() != nil || !pause("watch", err) {
+					return
+				}
+				continue
+			}
+			next, gone := l.follow(w, store, rv, changed)
+			w.Stop()
+			if gone {
+				break
+			}
+			rv = next
+			retry.next = retryMin
+		}
+	}
+}
+
+// follow applies one watch's events to store; it returns the last resourceVersion seen and
+// whether the server said it is gone (list again).
+func (l *Labeler) follow(w kube.Watch[kube.EndpointSlice], store map[string]kube.EndpointSlice, rv string, changed func(map[string]kube.EndpointSlice)) (string, bool) {
+	for {
+		ev, err := w.Next()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, context.Canceled) {
+				l.log.Debug("EndpointSlices: watch ended", "err", err)
+			}
+			return rv, false
+		}
+		switch ev.Type {
+		case kube.Error:
+			if kube.IsGone(ev.Err) {
+				return rv, true
+			}
+			l.log.Warn("EndpointSlices: watch error", "err", ev.Err)
+			return rv, false
+		case kube.Added, kube.Modified:
+			store[ev.Object.Metadata.Name] = ev.Object
+			changed(store)
+		case kube.Deleted:
+			delete(store, ev.Object.Metadata.Name)
+			changed(store)
+		}
+		if v := ev.Object.Metadata.ResourceVersion; v != "" {
+			rv = v
 		}
 	}
 }
 
 // PeerFile is the watch file's content: one live member IP a line (the pod itself
 // excluded, unready addresses ignored), at most maxPeers, in contract.LiveMembers order.
-func PeerFile(podName string, slices []*discoveryv1.EndpointSlice, maxPeers int) string {
-	members := contract.LiveMembers(podName, contract.Ring{Members: patch.Members(slices)})
+func PeerFile(podName string, slices []kube.EndpointSlice, maxPeers int) string {
+	var members []contract.Member
+	for _, s := range slices {
+		for _, ep := range s.Endpoints {
+			var kind, name string
+			if ep.TargetRef != nil {
+				kind, name = ep.TargetRef.Kind, ep.TargetRef.Name
+			}
+			if m, ok := contract.EndpointMember(s.AddressType, ep.Addresses, ep.Conditions.Ready, kind, name); ok {
+				members = append(members, m)
+			}
+		}
+	}
 	var b strings.Builder
-	for i, m := range members {
+	for i, m := range contract.LiveMembers(podName, contract.Ring{Members: members}) {
 		if i == maxPeers {
 			break
 		}

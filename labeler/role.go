@@ -6,12 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
-
 	"github.com/habring/habring/contract"
+	"github.com/habring/habring/labeler/kube"
 )
 
 // keepRole is the census loop: read, decide, write the label when it changes. The leader
@@ -19,7 +15,7 @@ import (
 // Lease and no other pod of the group carries it, and taken off before the Lease goes.
 func (l *Labeler) keepRole(ctx context.Context) {
 	own := l.ownPod(ctx)
-	current := own.Labels[contract.LabelRole] // "" when unknown: the first decision is written
+	current := own.Metadata.Labels[contract.LabelRole] // "" when unknown: the first decision is written
 	joined := newJoinedGate(l, own)
 	defer func() {
 		// Stopping (SIGTERM): the label comes off before the Lease goes, so the next
@@ -82,7 +78,7 @@ func (l *Labeler) keepRole(ctx context.Context) {
 		if current != contract.RoleLeader && role != contract.RoleLeader {
 			l.fence.release() // the label is off: the Lease may go
 		}
-		next := wait.Jitter(l.cfg.Interval, 0.2)
+		next := jitter(l.cfg.Interval, 0.2)
 		if err != nil {
 			next = backoff.Step()
 			// Never sleep past the moment a kept label turns stale.
@@ -154,8 +150,8 @@ func (l *Labeler) fenced(ctx context.Context, c *Census, group string, blockedBy
 
 // backoff retries a failing gateway from Interval up to four times that, so a Supervisor
 // that is restarting is not hammered, and a stale label still turns "none" in time.
-func (l *Labeler) backoff() wait.Backoff {
-	return wait.Backoff{Duration: l.cfg.Interval, Factor: 1.5, Jitter: 0.2, Steps: 1 << 30, Cap: min(4*l.cfg.Interval, l.cfg.StaleAfter)}
+func (l *Labeler) backoff() *backoff {
+	return &backoff{next: l.cfg.Interval, factor: 1.5, jitter: 0.2, cap: min(4*l.cfg.Interval, l.cfg.StaleAfter)}
 }
 
 func (l *Labeler) read(ctx context.Context) (c *Census, role, group string, err error) {
@@ -171,11 +167,11 @@ func (l *Labeler) read(ctx context.Context) (c *Census, role, group string, err 
 }
 
 // ownPod reads the labeler's own pod; on failure an empty one (no labels, no gates).
-func (l *Labeler) ownPod(ctx context.Context) *corev1.Pod {
+func (l *Labeler) ownPod(ctx context.Context) *kube.Pod {
 	pod, err := l.api.GetPod(ctx, l.cfg.PodName)
 	if err != nil {
 		l.log.Warn("cannot read own pod; will write the first role unconditionally", "pod", l.cfg.PodName, "err", err)
-		return &corev1.Pod{}
+		return &kube.Pod{}
 	}
 	return pod
 }
@@ -187,8 +183,8 @@ func (l *Labeler) setRole(ctx context.Context, role string) error {
 	if err != nil {
 		return err
 	}
-	err = l.api.PatchPod(ctx, l.cfg.PodName, types.MergePatchType, body)
-	if apierrors.IsForbidden(err) {
+	err = l.api.PatchPod(ctx, l.cfg.PodName, kube.MergePatch, body)
+	if kube.IsForbidden(err) {
 		return fmt.Errorf("%w (does the pod's service account have the habring-labeler RoleBinding in %s?)", err, l.cfg.Namespace)
 	}
 	if err != nil {

@@ -17,8 +17,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"k8s.io/klog/v2"
-
 	"github.com/habring/habring/labeler"
 	"github.com/habring/habring/logging"
 )
@@ -31,7 +29,7 @@ func main() {
 
 // run parses args and runs the labeler; it returns the exit code: 0 on a clean stop and
 // for --help, 2 for a usage error, 1 when the labeler failed. global installs the logger
-// process-wide (client-go logs through klog); tests leave it off.
+// process-wide (the standard library's log goes through it); tests leave it off.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, label func(context.Context, labeler.Config, *slog.Logger) error, global bool) int {
 	fs := flag.NewFlagSet("habring-labeler", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -65,7 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, label fun
 		return 2
 	}
 	if global {
-		klog.SetSlogLogger(log)
+		slog.SetDefault(log) // what the standard library logs (net/http) goes there too
 	}
 	if err := label(ctx, cfg, log); err != nil {
 		log.Error("habring-labeler failed", "err", err)

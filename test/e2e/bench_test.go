@@ -94,34 +94,47 @@ func TestBenchMemory(t *testing.T) {
 	require.NoError(t, err)
 	t.Logf("habring webhook RSS: %s before, %s with the caches full", mib(before), mib(after))
 
-	// An idle labeler: census answered, label written once, then nothing to do.
-	sup := &census{}
-	sup.set(t, "census_follower.json")
-	srv := httptest.NewServer(sup)
-	defer srv.Close()
+	// Idle labelers, as a ring pod runs them: a follower keeping its peer watch file from
+	// its ring's EndpointSlices, and a leader that also holds its group's Lease. Census
+	// answered, label written once, then nothing to do but renew and watch.
 	cs := namespace(t, e, false)
-	lp, err := e.client.CoreV1().Pods(cs).Create(t.Context(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "idle"},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{container("idle")}}}, metav1.CreateOptions{})
+	_, err = e.client.DiscoveryV1().EndpointSlices(cs).Create(t.Context(), &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "main", Labels: map[string]string{contract.LabelRing: "main", discoveryv1.LabelManagedBy: "habring-bench"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.10"}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "leader"}},
+			{Addresses: []string{"10.0.0.11"}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "follower"}}},
+	}, metav1.CreateOptions{})
 	require.NoError(t, err)
-	cmd := exec.Command(harness.LabelerBinary(e.binary), "--kubeconfig="+e.cluster.Kubeconfig, "--gateway="+srv.URL, "--pod-name="+lp.Name,
-		"--namespace="+cs, "--health-listen=127.0.0.1:0")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	log, err := os.Create(filepath.Join(e.dir, "idle-labeler.log"))
-	require.NoError(t, err)
-	defer log.Close()
-	cmd.Stdout, cmd.Stderr = log, log
-	start = time.Now()
-	require.NoError(t, cmd.Start())
-	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
-	require.Eventually(t, func() bool {
-		p, err := e.client.CoreV1().Pods(cs).Get(t.Context(), lp.Name, metav1.GetOptions{})
-		return err == nil && p.Labels[contract.LabelRole] == contract.RoleFollower
-	}, 30*time.Second, 20*time.Millisecond)
-	t.Logf("labeler: first label written %s after exec", time.Since(start).Round(time.Millisecond))
-	time.Sleep(10 * time.Second)
-	rss, err := harness.RSS(cmd.Process.Pid)
-	require.NoError(t, err)
-	t.Logf("habring-labeler RSS, idle: %s", mib(rss))
+	for _, c := range []struct{ pod, census string }{{"follower", "census_follower.json"}, {"leader", "census_leader.json"}} {
+		sup := &census{}
+		sup.set(t, c.census)
+		srv := httptest.NewServer(sup)
+		defer srv.Close()
+		lp, err := e.client.CoreV1().Pods(cs).Create(t.Context(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: c.pod, Labels: map[string]string{contract.LabelRing: "main"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{container(c.pod)}}}, metav1.CreateOptions{})
+		require.NoError(t, err)
+		cmd := exec.Command(harness.LabelerBinary(e.binary), "--kubeconfig="+e.cluster.Kubeconfig, "--gateway="+srv.URL, "--pod-name="+lp.Name,
+			"--namespace="+cs, "--ring=main", "--peer-watch-file="+filepath.Join(t.TempDir(), "peers"), "--health-listen=127.0.0.1:0")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		log, err := os.Create(filepath.Join(e.dir, "idle-"+c.pod+"-labeler.log"))
+		require.NoError(t, err)
+		defer log.Close()
+		cmd.Stdout, cmd.Stderr = log, log
+		start = time.Now()
+		require.NoError(t, cmd.Start())
+		defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+		require.Eventually(t, func() bool {
+			p, err := e.client.CoreV1().Pods(cs).Get(t.Context(), lp.Name, metav1.GetOptions{})
+			return err == nil && p.Labels[contract.LabelRole] == c.pod
+		}, 30*time.Second, 20*time.Millisecond)
+		t.Logf("labeler (%s): first label written %s after exec", c.pod, time.Since(start).Round(time.Millisecond))
+		defer func() {
+			m, err := harness.ReadMemory(cmd.Process.Pid)
+			require.NoError(t, err)
+			t.Logf("habring-labeler RSS, idle %s: %s", c.pod, m)
+		}()
+	}
+	time.Sleep(15 * time.Second) // several renewals of the leader's Lease, the watches open
 }
 
 // The whole-cluster figure: a 300-replica scale-up with the webhook in the path, and

@@ -215,18 +215,42 @@ func LabelerBinary(habring string) string {
 
 // RSS is the resident memory of process pid, from /proc.
 func RSS(pid int) (int64, error) {
+	m, err := ReadMemory(pid)
+	return m.RSS, err
+}
+
+// Memory is a process's resident memory, in bytes: all of it, and its anonymous (heap,
+// stacks) and file-backed (the binary's pages, shared with every process mapping the
+// same file) parts.
+type Memory struct{ RSS, Anon, File int64 }
+
+func (m Memory) String() string {
+	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
+	return fmt.Sprintf("%.1f MiB (%.1f MiB anonymous, %.1f MiB file-backed)", mib(m.RSS), mib(m.Anon), mib(m.File))
+}
+
+// ReadMemory reads process pid's Memory from /proc/<pid>/status.
+func ReadMemory(pid int) (Memory, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return Memory{}, err
 	}
+	var m Memory
+	fields := map[string]*int64{"VmRSS": &m.RSS, "RssAnon": &m.Anon, "RssFile": &m.File}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			var kb int64
-			if _, err := fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb); err != nil {
-				return 0, err
-			}
-			return kb << 10, nil
+		name, value, _ := strings.Cut(line, ":")
+		dst := fields[name]
+		if dst == nil {
+			continue
 		}
+		var kb int64
+		if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(value), "kB"), &kb); err != nil {
+			return Memory{}, fmt.Errorf("%s of pid %d: %w", name, pid, err)
+		}
+		*dst = kb << 10
 	}
-	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+	if m.RSS == 0 {
+		return Memory{}, fmt.Errorf("no VmRSS for pid %d", pid)
+	}
+	return m, nil
 }
