@@ -554,8 +554,8 @@ func supervisorArgs(c *corev1.Container, s Spec, plan Plan) []string {
 // Quantity's cached string is filled at parse time, so copies share no mutable state.)
 var (
 	labelerCPU         = resource.MustParse("10m")
-	labelerMemory      = resource.MustParse("24Mi")
-	labelerMemoryLimit = resource.MustParse("48Mi")
+	labelerMemory      = resource.MustParse("16Mi")
+	labelerMemoryLimit = resource.MustParse("32Mi")
 	peersSizeLimit     = resource.MustParse("1Mi")
 )
 
