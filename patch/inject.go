@@ -48,6 +48,8 @@ type Result struct {
 	Pod   *corev1.Pod
 	Plan  Plan
 	Patch []jsonpatch.Operation
+	// sidecar built the labeler container Patch adds; nil when it adds none.
+	sidecar *sidecar
 }
 
 // withDefaults fills the zero fields of o: the one place the mutation's defaults apply.
@@ -77,7 +79,12 @@ func Inject(pod *corev1.Pod, w Workload, s Spec, namespace string, ring contract
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Pod: out, Plan: plan, Patch: ops}, nil
+	res := &Result{Pod: out, Plan: plan, Patch: ops}
+	if s.Labeler && !hasLabeler(pod) {
+		sc := sidecarOf(s, opts)
+		res.sidecar = &sc
+	}
+	return res, nil
 }
 
 // Diff returns the JSON patch that turns from into to (see diffView for its scope).
@@ -238,10 +245,10 @@ func changedFields(path string, a, b reflect.Value, adds *[]jsonpatch.Operation)
 	}
 	for _, f := range fields {
 		x, y := a.Field(f.index), b.Field(f.index)
-		xp, yp := x.Addr().Interface(), y.Addr().Interface() // pointers: no copy boxed
-		if reflect.DeepEqual(xp, yp) {
+		if equal(x, y) {
 			continue
 		}
+		xp, yp := x.Addr().Interface(), y.Addr().Interface() // pointers: no copy boxed
 		if appended(path+"/"+escapePointer(f.name), f, x, y, adds) {
 			continue
 		}
@@ -256,6 +263,29 @@ func changedFields(path string, a, b reflect.Value, adds *[]jsonpatch.Operation)
 		}
 	}
 	return av, bv, true
+}
+
+// equal is reflect.DeepEqual of two addressable values of one type, without its cost for
+// what most of a container's fields are: strings, booleans, numbers, nil pointers, nil
+// or unequal-length slices.
+func equal(x, y reflect.Value) bool {
+	switch x.Kind() {
+	case reflect.String:
+		return x.String() == y.String()
+	case reflect.Bool:
+		return x.Bool() == y.Bool()
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return x.Int() == y.Int()
+	case reflect.Pointer, reflect.Map:
+		if x.IsNil() || y.IsNil() {
+			return x.IsNil() && y.IsNil()
+		}
+	case reflect.Slice:
+		if x.IsNil() || y.IsNil() || x.Len() != y.Len() {
+			return x.IsNil() && y.IsNil()
+		}
+	}
+	return reflect.DeepEqual(x.Addr().Interface(), y.Addr().Interface())
 }
 
 // appended reports whether list y is list x with elements added at its end, and if so
@@ -342,25 +372,6 @@ func isEmptyJSON(v reflect.Value) bool {
 	return false
 }
 
-// EncodePatch encodes ops as the JSON patch of an admission response, as
-// json.Marshal(ops) would, in one pass: the library's Operation.MarshalJSON encodes each
-// operation on its own, and encoding/json then compacts every result again.
-func EncodePatch(ops []jsonpatch.Operation) ([]byte, error) {
-	type wire struct {
-		Op    string `json:"op"`
-		Path  string `json:"path"`
-		Value any    `json:"value,omitempty"`
-	}
-	out := make([]wire, len(ops))
-	for i, op := range ops {
-		out[i] = wire{Op: op.Operation, Path: op.Path, Value: op.Value}
-		if op.Value == nil && (op.Operation == "add" || op.Operation == "replace") {
-			out[i].Value = json.RawMessage("null") // add and replace always carry a value
-		}
-	}
-	return json.Marshal(out)
-}
-
 // comparePaths orders JSON pointers segment by segment, numeric segments as numbers.
 // It allocates nothing: it runs on every pair of operations.
 func comparePaths(a, b string) int {
@@ -410,7 +421,8 @@ func OptedOut(pod *corev1.Pod) bool {
 }
 
 // Mutate returns a copy of pod with plan and s applied, pod untouched; the copy shares
-// what it does not change with pod, so treat it as read only. Whatever the user already
+// what it does not change with pod, and the labeler container and its volume with every
+// pod of the ring, so treat it as read only. Whatever the user already
 // set (a flag, an env var, a container or volume of the same name) is kept as it is.
 func Mutate(pod *corev1.Pod, s Spec, plan Plan, opts Options) *corev1.Pod {
 	opts = opts.withDefaults()
@@ -445,8 +457,7 @@ func Mutate(pod *corev1.Pod, s Spec, plan Plan, opts Options) *corev1.Pod {
 		addEnv(sup, secretEnv(contract.GatewayAuthEnv, s.GatewayAuth))
 	}
 	if s.PeerMode == contract.PeerModeWatchFile {
-		addVolume(&out, corev1.Volume{Name: contract.PeersVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
-			Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(peersSizeLimit)}}})
+		addVolume(&out, peersVolume())
 		addMount(sup, corev1.VolumeMount{Name: contract.PeersVolume, MountPath: contract.PeersDir, ReadOnly: true})
 	}
 	if s.Labeler {
@@ -559,19 +570,81 @@ var (
 	peersSizeLimit     = resource.MustParse("1Mi")
 )
 
+// hasLabeler reports whether the pod already has a container named as the labeler.
+func hasLabeler(pod *corev1.Pod) bool {
+	named := func(c corev1.Container) bool { return c.Name == contract.LabelerContainerName }
+	return slices.ContainsFunc(pod.Spec.Containers, named) || slices.ContainsFunc(pod.Spec.InitContainers, named)
+}
+
+// sidecar is everything the labeler container depends on: container builds it from these
+// alone, so its JSON can be kept by them (Encoder).
+type sidecar struct {
+	ring, peerMode, image string
+	maxPeers              int
+	gatewayAuth           SecretRef // zero without one
+	native                bool
+}
+
+func sidecarOf(s Spec, opts Options) sidecar {
+	sc := sidecar{ring: s.Ring, peerMode: s.PeerMode, image: opts.LabelerImage, maxPeers: opts.MaxPeers, native: opts.NativeSidecar}
+	if s.GatewayAuth != nil {
+		sc.gatewayAuth = *s.GatewayAuth
+	}
+	return sc
+}
+
 func addLabeler(pod *corev1.Pod, s Spec, opts Options) {
-	const name = contract.LabelerContainerName
-	if slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == name }) ||
-		slices.ContainsFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == name }) {
+	if hasLabeler(pod) {
 		return
 	}
-	args := []string{"--ring=" + s.Ring}
-	if s.PeerMode == contract.PeerModeWatchFile {
-		args = append(args, "--peer-watch-file="+contract.PeerWatchFile, "--max-peers="+strconv.Itoa(opts.MaxPeers))
+	addVolume(pod, tokenVolume)
+	sc := sidecarOf(s, opts)
+	if sc.native {
+		pod.Spec.InitContainers = append(pod.Spec.InitContainers, sc.shared())
+	} else {
+		pod.Spec.Containers = append(pod.Spec.Containers, sc.shared())
+	}
+}
+
+// The labeler containers built, by the values they are built from, and its token volume:
+// the same for every pod of a ring, built once and shared by the pods' copies (Mutate's
+// results are read only). A few rings' worth; forgotten all at once when full.
+var (
+	sidecars = struct {
+		sync.RWMutex
+		m map[sidecar]corev1.Container
+	}{m: map[sidecar]corev1.Container{}}
+	tokenVolume = labelerTokenVolume()
+)
+
+const sidecarsKept = 1024
+
+func (sc sidecar) shared() corev1.Container {
+	sidecars.RLock()
+	c, ok := sidecars.m[sc]
+	sidecars.RUnlock()
+	if ok {
+		return c
+	}
+	c = sc.container()
+	sidecars.Lock()
+	if len(sidecars.m) >= sidecarsKept {
+		clear(sidecars.m)
+	}
+	sidecars.m[sc] = c
+	sidecars.Unlock()
+	return c
+}
+
+// container is the labeler sidecar's container.
+func (sc sidecar) container() corev1.Container {
+	args := []string{"--ring=" + sc.ring}
+	if sc.peerMode == contract.PeerModeWatchFile {
+		args = append(args, "--peer-watch-file="+contract.PeerWatchFile, "--max-peers="+strconv.Itoa(sc.maxPeers))
 	}
 	c := corev1.Container{
-		Name:    name,
-		Image:   opts.LabelerImage,
+		Name:    contract.LabelerContainerName,
+		Image:   sc.image,
 		Command: []string{contract.LabelerCommand},
 		Args:    args,
 		Env: []corev1.EnvVar{
@@ -587,8 +660,8 @@ func addLabeler(pod *corev1.Pod, s Spec, opts Options) {
 			FailureThreshold: 60,
 		},
 		Resources: corev1.ResourceRequirements{
-			// habring-labeler measures 16 MiB resident idle, 19 MiB holding the leader
-			// Lease (README "Performance").
+			// habring-labeler measures 9-10 MiB resident, following or holding the
+			// leader Lease (README "Performance").
 			Requests: corev1.ResourceList{corev1.ResourceCPU: labelerCPU, corev1.ResourceMemory: labelerMemory},
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: labelerMemoryLimit},
 		},
@@ -601,22 +674,27 @@ func addLabeler(pod *corev1.Pod, s Spec, opts Options) {
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
 		// Its own token, in its own container only: the Supervisor never holds credentials
-		// that can label pods. client-go's in-cluster config reads it from this path.
+		// that can label pods. The labeler's in-cluster config reads it from this path.
 		VolumeMounts: []corev1.VolumeMount{{Name: contract.LabelerTokenVolume, MountPath: contract.ServiceAccountDir, ReadOnly: true}},
 	}
-	if s.GatewayAuth != nil {
-		c.Env = append(c.Env, secretEnv(contract.GatewayAuthEnv, s.GatewayAuth))
+	if sc.gatewayAuth != (SecretRef{}) {
+		c.Env = append(c.Env, secretEnv(contract.GatewayAuthEnv, &sc.gatewayAuth))
 	}
-	if s.PeerMode == contract.PeerModeWatchFile {
+	if sc.peerMode == contract.PeerModeWatchFile {
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: contract.PeersVolume, MountPath: contract.PeersDir})
 	}
-	addVolume(pod, labelerTokenVolume())
-	if opts.NativeSidecar {
+	if sc.native {
 		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
-		pod.Spec.InitContainers = append(pod.Spec.InitContainers, c)
-	} else {
-		pod.Spec.Containers = append(pod.Spec.Containers, c)
 	}
+	// Clipped: it is shared, and an append to a pod's copy must not write into it.
+	c.Args, c.Env, c.VolumeMounts = slices.Clip(c.Args), slices.Clip(c.Env), slices.Clip(c.VolumeMounts)
+	return c
+}
+
+// peersVolume holds the peer watch file, shared by the labeler and the Supervisor.
+func peersVolume() corev1.Volume {
+	return corev1.Volume{Name: contract.PeersVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+		Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(peersSizeLimit)}}}
 }
 
 // labelerTokenVolume is the same projection the ServiceAccount admission plugin gives

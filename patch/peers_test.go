@@ -3,6 +3,7 @@ package patch
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -10,7 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/contract"
 )
@@ -187,6 +190,10 @@ func TestEncodePatch(t *testing.T) {
 		jsonpatch.NewOperation("add", "/spec/y", nil),
 		jsonpatch.NewOperation("remove", "/spec/z", nil),
 		jsonpatch.NewOperation("add", "/spec/volumes/-", map[string]any{"name": "a<b>&", "emptyDir": map[string]any{}}),
+		jsonpatch.NewOperation("add", "/metadata/annotations/a<b>&\"q\"\\é\u2028\x01", "v"),
+		jsonpatch.NewOperation("remove", "/spec/containers/0/env", nil),
+		jsonpatch.NewOperation("add", "/spec/containers/1", &corev1.Container{Name: "habring-labeler", Args: []string{"<&>"}}),
+		jsonpatch.NewOperation("add", "/spec/volumes", &[]corev1.Volume{{Name: "habring-labeler-token"}}),
 	}
 	want, err := json.Marshal(ops)
 	require.NoError(t, err)
@@ -262,4 +269,25 @@ func requireShrinkApplies[T any](t *testing.T, from, to []T) {
 	want, err := json.Marshal(doc{L: to})
 	require.NoError(t, err)
 	require.JSONEq(t, string(want), string(after), "patch %s", p)
+}
+
+// equal is reflect.DeepEqual, field by field of containers.
+func TestEqualIsDeepEqual(t *testing.T) {
+	t.Parallel()
+	empty, one := []string{}, []string{"a"}
+	cs := []corev1.Container{
+		{}, {Name: "a"}, {Name: "b"}, {Args: empty}, {Args: one}, {Args: []string{"b"}}, {Args: []string{"a", "b"}},
+		{Stdin: true}, {SecurityContext: &corev1.SecurityContext{}}, {SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](1)}},
+		{Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{}}}, {Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{"cpu": resource.MustParse("1")}}},
+		{Ports: []corev1.ContainerPort{{ContainerPort: 1}}}, {Ports: []corev1.ContainerPort{{ContainerPort: 2}}},
+	}
+	for i := range cs {
+		for j := range cs {
+			a, b := reflect.ValueOf(&cs[i]).Elem(), reflect.ValueOf(&cs[j]).Elem()
+			for f := range a.NumField() {
+				require.Equal(t, reflect.DeepEqual(a.Field(f).Interface(), b.Field(f).Interface()), equal(a.Field(f), b.Field(f)),
+					"%s of %d and %d", a.Type().Field(f).Name, i, j)
+			}
+		}
+	}
 }
