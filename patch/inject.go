@@ -105,6 +105,10 @@ func Diff(from, to *corev1.Pod) ([]jsonpatch.Operation, error) {
 	a.Spec.InitContainers, b.Spec.InitContainers = shrink("/spec/initContainers", true, from.Spec.InitContainers, to.Spec.InitContainers, &adds)
 	a.Spec.Containers, b.Spec.Containers = shrink("/spec/containers", false, from.Spec.Containers, to.Spec.Containers, &adds)
 	a.Spec.ReadinessGates, b.Spec.ReadinessGates = shrink("/spec/readinessGates", true, from.Spec.ReadinessGates, to.Spec.ReadinessGates, &adds)
+	if a.unchanged() && b.unchanged() && a.lengths() == b.lengths() {
+		// Nothing left for the library: every element equal, or grown into adds.
+		return sortOps(adds), nil
+	}
 	ab, err := json.Marshal(&a)
 	if err != nil {
 		return nil, fmt.Errorf("encode pod: %w", err)
@@ -117,15 +121,18 @@ func Diff(from, to *corev1.Pod) ([]jsonpatch.Operation, error) {
 	if err != nil {
 		return nil, fmt.Errorf("diff pod: %w", err)
 	}
-	ops = append(ops, adds...)
-	// The library walks Go maps, so sibling keys come out in random order. Sorting by path
-	// (array indices as numbers) makes the patch reproducible; it is only safe while no op
-	// removes an array element (removals must stay highest-index first), which Mutate never
-	// asks for, so in that case the library's order is kept.
+	return sortOps(append(ops, adds...)), nil
+}
+
+// sortOps orders ops by path. The library walks Go maps, so sibling keys come out in
+// random order; sorted by path (array indices as numbers), the patch is reproducible. It
+// is only safe while no op removes an array element (removals must stay highest-index
+// first), which Mutate never asks for, so in that case the library's order is kept.
+func sortOps(ops []jsonpatch.Operation) []jsonpatch.Operation {
 	if !slices.ContainsFunc(ops, func(op jsonpatch.Operation) bool { return op.Operation == "remove" }) {
 		slices.SortStableFunc(ops, func(x, y jsonpatch.Operation) int { return comparePaths(x.Path, y.Path) })
 	}
-	return ops, nil
+	return ops
 }
 
 // diffView is the part of a pod Mutate may change, with corev1.Pod's JSON names and
@@ -146,6 +153,29 @@ type diffView struct {
 
 // unchanged stands for a list element equal on both sides: {} on both, nothing to diff.
 type unchanged struct{}
+
+// unchanged reports whether every element of the view's lists is unchanged.
+func (v *diffView) unchanged() bool {
+	for _, l := range [][]any{v.Spec.Volumes, v.Spec.InitContainers, v.Spec.Containers, v.Spec.ReadinessGates} {
+		for _, e := range l {
+			if _, ok := e.(unchanged); !ok {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// lengths are the view's list lengths, nil lists as -1 (encoded as null or left out).
+func (v *diffView) lengths() [4]int {
+	n := func(l []any) int {
+		if l == nil {
+			return -1
+		}
+		return len(l)
+	}
+	return [4]int{n(v.Spec.Volumes), n(v.Spec.InitContainers), n(v.Spec.Containers), n(v.Spec.ReadinessGates)}
+}
 
 // shrink returns what the generic diff needs of the list at path (omitEmpty: its JSON
 // field is left out when empty): equal elements as unchanged, changed ones as they are;

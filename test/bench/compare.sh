@@ -17,6 +17,10 @@ trap cleanup EXIT
 git worktree add -q --detach "$wt" "$base"
 # The same load generator for both: this tree's (alternating rounds) against each tree's handler.
 rm -rf "$wt/test/load" && cp -r test/load "$wt/test/load"
+# A base from before package contract had its names in package patch.
+if [ ! -d "$wt/contract" ]; then
+  sed -i -e 's/\bcontract\./patch./g' -e '/"github.com\/habring\/habring\/contract"/d' "$wt/test/load/main.go"
+fi
 echo "before: $(git log -1 --format='%h %cs %s' "$base" | cut -c1-100)"
 echo "after:  this tree ($(git describe --always --dirty))"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(go version | cut -d' ' -f3), $(date -u +%F)"
