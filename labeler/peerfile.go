@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/habring/habring/contract"
 	"github.com/habring/habring/labeler/kube"
 )
@@ -43,7 +45,7 @@ func (l *Labeler) keepPeerFile(ctx context.Context) {
 
 // Watches end after watchTimeout (the server closes them, jittered as client-go's
 // reflector does); a failed list or watch is tried again after a back-off from
-// retryMin to retryMax.
+// retryMin to retryMax (each ±20%).
 const (
 	watchTimeout       = 5 * time.Minute
 	retryMin, retryMax = time.Second, 30 * time.Second
@@ -55,9 +57,9 @@ const (
 // gone (410). changed gets the whole set after the list and after every change, until
 // ctx ends.
 func (l *Labeler) syncSlices(ctx context.Context, selector string, changed func(map[string]kube.EndpointSlice)) {
-	retry := &backoff{next: retryMin, factor: 2, jitter: 0.2, cap: retryMax}
+	retry := &backoff.ExponentialBackOff{InitialInterval: retryMin, Multiplier: 2, RandomizationFactor: 0.2, MaxInterval: retryMax}
 	pause := func(what string, err error) bool {
-		d := retry.Step()
+		d := retry.NextBackOff()
 		l.log.Warn("EndpointSlices: "+what+" failed; trying again", "in", d.Round(time.Millisecond), "err", err)
 		t := l.clock.NewTimer(d)
 		defer t.Stop()
@@ -99,7 +101,7 @@ func (l *Labeler) syncSlices(ctx context.Context, selector string, changed func(
 				break
 			}
 			rv = next
-			retry.next = retryMin
+			retry.Reset()
 		}
 	}
 }

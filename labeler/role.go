@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/habring/habring/contract"
 	"github.com/habring/habring/labeler/kube"
 )
@@ -31,7 +33,7 @@ func (l *Labeler) keepRole(ctx context.Context) {
 	}()
 	lastOK := l.clock.Now() // a Supervisor that never answers is stale after StaleAfter too
 	failing := false        // in a streak of failed reads: warn once, not every read
-	backoff := l.backoff()
+	retry := l.backoff()
 	group := ""     // the service group last decided
 	blockedBy := "" // the other pod labelled leader this one waits for (logged once)
 	atEdge := false // the group's quorum margin is 0 or less (logged once per time it gets there)
@@ -59,7 +61,7 @@ func (l *Labeler) keepRole(ctx context.Context) {
 			}
 			l.censusOK.Store(true)
 			lastOK = l.clock.Now()
-			backoff = l.backoff()
+			retry.Reset()
 			group = g
 			joined.observe(ctx, c)
 			atEdge = l.watchQuorum(c, group, atEdge)
@@ -80,7 +82,7 @@ func (l *Labeler) keepRole(ctx context.Context) {
 		}
 		next := jitter(l.cfg.Interval, 0.2)
 		if err != nil {
-			next = backoff.Step()
+			next = retry.NextBackOff()
 			// Never sleep past the moment a kept label turns stale.
 			if untilStale := lastOK.Add(l.cfg.StaleAfter).Sub(l.clock.Now()); current != contract.RoleNone && untilStale > 0 && untilStale < next {
 				next = untilStale
@@ -148,10 +150,12 @@ func (l *Labeler) fenced(ctx context.Context, c *Census, group string, blockedBy
 	return contract.RoleLeader
 }
 
-// backoff retries a failing gateway from Interval up to four times that, so a Supervisor
-// that is restarting is not hammered, and a stale label still turns "none" in time.
-func (l *Labeler) backoff() *backoff {
-	return &backoff{next: l.cfg.Interval, factor: 1.5, jitter: 0.2, cap: min(4*l.cfg.Interval, l.cfg.StaleAfter)}
+// backoff retries a failing gateway from Interval up to four times that (each ±20%), so a
+// Supervisor that is restarting is not hammered; the loop never sleeps past the moment a
+// kept label turns stale.
+func (l *Labeler) backoff() *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{InitialInterval: l.cfg.Interval, Multiplier: 1.5, RandomizationFactor: 0.2,
+		MaxInterval: min(4*l.cfg.Interval, l.cfg.StaleAfter)}
 }
 
 func (l *Labeler) read(ctx context.Context) (c *Census, role, group string, err error) {

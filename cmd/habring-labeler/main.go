@@ -15,13 +15,24 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/habring/habring/labeler"
 	"github.com/habring/habring/logging"
 )
 
+// gcPercent is the labeler's GOGC unless the environment sets one. Its heap is a few
+// hundred KiB live, but Go's default lets garbage grow to a 4 MiB heap before the first
+// collection: a leader labeler (census, Lease renewals, the leader list) reached 12.8 MiB
+// resident after three minutes, 11.1 MiB with 25 (README "Performance"). It allocates a
+// few KiB a second, so collecting more often costs next to nothing.
+const gcPercent = 25
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, labeler.Run, true))
