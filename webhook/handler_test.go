@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -147,6 +148,8 @@ func post(t testing.TB, h http.Handler, body []byte) *httptest.ResponseRecorder 
 func responseOf(t *testing.T, w *httptest.ResponseRecorder) *admissionv1.AdmissionResponse {
 	t.Helper()
 	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	// Its length is said, so a large patch is not sent chunked.
+	require.Equal(t, strconv.Itoa(w.Body.Len()), w.Header().Get("Content-Length"))
 	var out admissionv1.AdmissionReview
 	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &out))
 	require.Equal(t, "admission.k8s.io/v1", out.APIVersion)
