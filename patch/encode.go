@@ -49,13 +49,14 @@ func (e *Encoder) Encode(r *Result) ([]byte, error) {
 			buffers.Put(b)
 		}
 	}()
-	if err := e.encode(b, r); err != nil {
+	if err := e.EncodeTo(b, r); err != nil {
 		return nil, err
 	}
 	return bytes.Clone(b.Bytes()), nil
 }
 
-func (e *Encoder) encode(b *bytes.Buffer, r *Result) error {
+// EncodeTo appends r.Patch, encoded, to b; on an error, b holds part of it.
+func (e *Encoder) EncodeTo(b *bytes.Buffer, r *Result) error {
 	b.WriteByte('[')
 	for i, op := range r.Patch {
 		if i > 0 {

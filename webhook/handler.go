@@ -76,16 +76,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel = context.WithTimeout(ctx, h.Timeout)
 		defer cancel()
 	}
-	resp, outcome, reason := h.review(ctx, req, pod)
+	patchBuf := buffers.Get().(*bytes.Buffer)
+	defer release(patchBuf)
+	resp, outcome, reason := h.review(ctx, req, pod, patchBuf)
 	resp.UID = req.UID
 	out := admissionv1.AdmissionReview{TypeMeta: meta, Response: resp}
-	buf := responses.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= 1<<20 { // a large pod's response is not kept for everyone
-			buf.Reset()
-			responses.Put(buf)
-		}
-	}()
+	buf := buffers.Get().(*bytes.Buffer)
+	defer release(buf)
 	if err := json.NewEncoder(buf).Encode(&out); err != nil {
 		h.observe(start, OutcomeErrored, "encode")
 		http.Error(w, "encode response: "+err.Error(), http.StatusInternalServerError)
@@ -99,8 +96,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.observe(start, outcome, reason)
 }
 
-// responses are the handler's scratch space for encoding a response.
-var responses = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// buffers are the handler's scratch space: the patch and the response are encoded there.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func release(b *bytes.Buffer) {
+	if b.Cap() <= 1<<20 { // a large pod's is not kept for everyone
+		b.Reset()
+		buffers.Put(b)
+	}
+}
 
 // podReview is an AdmissionReview whose object is decoded as a Pod in the same pass: the
 // request is read once, not once as a review and again as a pod. (Its Object field hides
@@ -212,7 +216,9 @@ func checkReview(tm metav1.TypeMeta, req *admissionv1.AdmissionRequest) error {
 
 // review decides one request. Dry-run requests take exactly the same path: nothing here
 // writes anywhere (sideEffects: None).
-func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest, pod *corev1.Pod) (resp *admissionv1.AdmissionResponse, outcome, reason string) {
+// review decides; an injection's patch is encoded into patchBuf, which the response
+// refers to.
+func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest, pod *corev1.Pod, patchBuf *bytes.Buffer) (resp *admissionv1.AdmissionResponse, outcome, reason string) {
 	if req.Resource != podResource || req.SubResource != "" {
 		msg := fmt.Sprintf("habring mutates pods only, but was sent %s; fix the webhook configuration's rules", resourceName(req.Resource, req.SubResource))
 		h.log(ctx, slog.LevelWarn, "request for a resource habring does not handle", req, nil, "resource", req.Resource.String(), "subResource", req.SubResource)
@@ -256,7 +262,8 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 		h.log(ctx, slog.LevelDebug, "skipped", req, &d, "reason", d.Skip)
 		return &admissionv1.AdmissionResponse{Allowed: true}, OutcomeSkipped, d.Skip
 	}
-	p, err := h.encoder.Encode(d.Result)
+	err = h.encoder.EncodeTo(patchBuf, d.Result)
+	p := patchBuf.Bytes()
 	if err != nil {
 		return deny(http.StatusInternalServerError, metav1.StatusReasonInternalError, "encode patch: "+err.Error()), OutcomeErrored, "internal"
 	}
