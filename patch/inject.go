@@ -690,7 +690,7 @@ func (sc sidecar) container() corev1.Container {
 			FailureThreshold: 60,
 		},
 		Resources: corev1.ResourceRequirements{
-			// habring-labeler measures 9-10 MiB resident, following or holding the
+			// habring-labeler measures about 11 MiB resident, following or holding the
 			// leader Lease (README "Performance").
 			Requests: corev1.ResourceList{corev1.ResourceCPU: labelerCPU, corev1.ResourceMemory: labelerMemory},
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: labelerMemoryLimit},
