@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -56,6 +57,10 @@ func Defaults() Config {
 	}
 }
 
+// ringName is a DNS-1123 label, as the webhook admits habitat.sh/ring; the labeler puts it
+// into label selectors.
+var ringName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
 // Validate reports every problem at once, each naming the flag to change.
 func (c Config) Validate() error {
 	var errs []error
@@ -76,6 +81,9 @@ func (c Config) Validate() error {
 	}
 	if c.PeerWatchFile != "" && c.Ring == "" {
 		errs = append(errs, errors.New("--peer-watch-file needs --ring"))
+	}
+	if c.Ring != "" && !ringName.MatchString(c.Ring) {
+		errs = append(errs, fmt.Errorf("--ring %q: want the ring's habitat.sh/ring, a DNS-1123 label", c.Ring))
 	}
 	if c.MaxPeers < 1 {
 		errs = append(errs, fmt.Errorf("--max-peers %d: want at least 1", c.MaxPeers))

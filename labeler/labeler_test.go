@@ -386,6 +386,14 @@ func TestConfigValidate(t *testing.T) {
 		"--peer-watch-file needs --ring",
 		"--max-peers 0: want at least 1",
 	}, "\n"))
+	c = Defaults()
+	c.PodName, c.Namespace = "p", "ns"
+	for _, ring := range []string{"main,habitat.sh/role", "Main", "-main", strings.Repeat("a", 64)} {
+		c.Ring = ring
+		require.EqualError(t, c.Validate(), fmt.Sprintf("--ring %q: want the ring's habitat.sh/ring, a DNS-1123 label", ring))
+	}
+	c.Ring = "main-2"
+	require.NoError(t, c.Validate())
 }
 
 // Fencing: the census says this pod leads, and it wins the Lease, but another pod of the

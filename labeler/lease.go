@@ -71,17 +71,7 @@ func (e *elector) run(ctx context.Context) {
 	}
 }
 
-// sleep waits d, or less when ctx ends first; it reports whether ctx is still alive.
-func (e *elector) sleep(ctx context.Context, d time.Duration) bool {
-	t := e.clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C():
-		return true
-	}
-}
+func (e *elector) sleep(ctx context.Context, d time.Duration) bool { return sleep(ctx, e.clock, d) }
 
 // tryAcquireOrRenew takes or renews the Lease if it is free or ours; it reports whether
 // it is ours now.

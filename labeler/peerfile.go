@@ -61,14 +61,7 @@ func (l *Labeler) syncSlices(ctx context.Context, selector string, changed func(
 	pause := func(what string, err error) bool {
 		d := retry.NextBackOff()
 		l.log.Warn("EndpointSlices: "+what+" failed; trying again", "in", d.Round(time.Millisecond), "err", err)
-		t := l.clock.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C():
-			return true
-		}
+		return sleep(ctx, l.clock, d)
 	}
 	for ctx.Err() == nil {
 		list, err := l.api.ListEndpointSlices(ctx, selector)

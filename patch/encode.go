@@ -3,7 +3,6 @@ package patch
 import (
 	"bytes"
 	"encoding/json"
-	"sync"
 
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -11,54 +10,21 @@ import (
 	"github.com/habring/habring/contract"
 )
 
-// EncodePatch encodes ops as the JSON patch of an admission response: the bytes
-// json.Marshal(ops) gives, in one pass (the library's Operation.MarshalJSON encodes each
-// operation on its own, and encoding/json then compacts every result again).
-func EncodePatch(ops []jsonpatch.Operation) ([]byte, error) {
-	return (*Encoder)(nil).Encode(&Result{Patch: ops})
+// WritePatch appends the result's JSON patch to b, the bytes json.Marshal(r.Patch) gives
+// (the golden tests compare them), in one pass: the library's Operation.MarshalJSON encodes
+// each operation on its own, and encoding/json then compacts every result again. What
+// Mutate adds to every pod of a ring alike, most of the patch's bytes, is written as it was
+// encoded once: the labeler container (built) and its volumes (sharedJSON). On an error, b
+// holds part of the patch.
+func (r *Result) WritePatch(b *bytes.Buffer) error {
+	return writeOps(b, r.Patch, r)
 }
 
-// Encoder encodes a Result's patch as EncodePatch does, with a memory for what the webhook
-// adds to every pod of a ring alike, which was most of the patch's encoding: the labeler
-// container, kept by the few values it is built from (sidecar), and its volumes, which are
-// always the same. The bytes are the same as without it (the golden tests compare them).
-// A nil *Encoder keeps nothing. It is safe for concurrent use.
-type Encoder struct {
-	mu   sync.RWMutex
-	memo map[sidecar][]byte
-}
-
-// memoSize bounds the memory: a value per ring spec and webhook options in use.
-const memoSize = 1024
-
-// The volumes Mutate appends, encoded once.
-var (
-	tokenVolumeJSON = sync.OnceValues(func() ([]byte, error) { v := labelerTokenVolume(); return json.Marshal(&v) })
-	peersVolumeJSON = sync.OnceValues(func() ([]byte, error) { v := peersVolume(); return json.Marshal(&v) })
-)
-
-// buffers are Encode's scratch space: the patch is written there, then copied out at its size.
-var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// Encode encodes r.Patch.
-func (e *Encoder) Encode(r *Result) ([]byte, error) {
-	b := buffers.Get().(*bytes.Buffer)
-	defer func() {
-		if b.Cap() <= 1<<20 { // a large pod's patch is not kept for everyone
-			b.Reset()
-			buffers.Put(b)
-		}
-	}()
-	if err := e.EncodeTo(b, r); err != nil {
-		return nil, err
-	}
-	return bytes.Clone(b.Bytes()), nil
-}
-
-// EncodeTo appends r.Patch, encoded, to b; on an error, b holds part of it.
-func (e *Encoder) EncodeTo(b *bytes.Buffer, r *Result) error {
+// writeOps writes ops as a JSON array; with r, the values Mutate shares come from their
+// JSON encoded once.
+func writeOps(b *bytes.Buffer, ops []jsonpatch.Operation, r *Result) error {
 	b.WriteByte('[')
-	for i, op := range r.Patch {
+	for i, op := range ops {
 		if i > 0 {
 			b.WriteByte(',')
 		}
@@ -73,7 +39,7 @@ func (e *Encoder) EncodeTo(b *bytes.Buffer, r *Result) error {
 		switch {
 		case op.Value != nil:
 			b.WriteString(`,"value":`)
-			if err := e.value(b, r, op.Value); err != nil {
+			if err := r.value(b, op.Value); err != nil {
 				return err
 			}
 		case op.Operation == "add" || op.Operation == "replace":
@@ -108,20 +74,20 @@ func appendJSON(b *bytes.Buffer, v any) error {
 	return nil
 }
 
-// value writes v, an operation's value: what Mutate appended from the memory, the rest
-// encoded now. Appended elements are the tail of a list (Diff), and Mutate appends only
-// the labeler container and its volumes, so a name tells which.
-func (e *Encoder) value(b *bytes.Buffer, r *Result, v any) error {
-	if e == nil {
+// value writes v, an operation's value. Containers and volumes appear whole only when Diff
+// adds them (appended to a list, or a list the pod had none of), and what Mutate appends
+// is the labeler container and its shared volumes.
+func (r *Result) value(b *bytes.Buffer, v any) error {
+	if r == nil {
 		return appendJSON(b, v)
 	}
 	switch v := v.(type) {
 	case *corev1.Container:
-		return e.container(b, r, v)
+		return r.container(b, v)
 	case *corev1.Volume:
 		return volume(b, v)
 	case *[]corev1.Container:
-		return list(b, *v, func(c *corev1.Container) error { return e.container(b, r, c) })
+		return list(b, *v, func(c *corev1.Container) error { return r.container(b, c) })
 	case *[]corev1.Volume:
 		return list(b, *v, func(v *corev1.Volume) error { return volume(b, v) })
 	}
@@ -146,41 +112,18 @@ func list[T any](b *bytes.Buffer, l []T, write func(*T) error) error {
 	return nil
 }
 
-func (e *Encoder) container(b *bytes.Buffer, r *Result, c *corev1.Container) error {
-	if r.sidecar == nil || c.Name != contract.LabelerContainerName {
-		return appendJSON(b, c)
+func (r *Result) container(b *bytes.Buffer, c *corev1.Container) error {
+	if r.labeler != nil && r.labeler.json != nil && c.Name == contract.LabelerContainerName {
+		b.Write(r.labeler.json)
+		return nil
 	}
-	e.mu.RLock()
-	j, ok := e.memo[*r.sidecar]
-	e.mu.RUnlock()
-	if !ok {
-		var err error
-		if j, err = json.Marshal(c); err != nil {
-			return err
-		}
-		j = j[:len(j):len(j)]
-		e.mu.Lock()
-		if len(e.memo) >= memoSize || e.memo == nil {
-			e.memo = make(map[sidecar][]byte) // forget all: rings in use fill it again
-		}
-		e.memo[*r.sidecar] = j
-		e.mu.Unlock()
-	}
-	b.Write(j)
-	return nil
+	return appendJSON(b, c)
 }
 
 func volume(b *bytes.Buffer, v *corev1.Volume) error {
-	var j []byte
-	var err error
-	switch v.Name {
-	case contract.LabelerTokenVolume:
-		j, err = tokenVolumeJSON()
-	case contract.PeersVolume:
-		j, err = peersVolumeJSON()
-	default:
-		j, err = json.Marshal(v)
+	if j := sharedJSON(v); j != nil {
+		b.Write(j)
+		return nil
 	}
-	b.Write(j)
-	return err
+	return appendJSON(b, v)
 }

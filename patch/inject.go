@@ -14,8 +14,6 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/contract"
 )
@@ -48,8 +46,9 @@ type Result struct {
 	Pod   *corev1.Pod
 	Plan  Plan
 	Patch []jsonpatch.Operation
-	// sidecar built the labeler container Patch adds; nil when it adds none.
-	sidecar *sidecar
+	// labeler is the labeler container Patch adds, built and encoded once for every pod
+	// of the ring (WritePatch); nil when it adds none.
+	labeler *built
 }
 
 // withDefaults fills the zero fields of o: the one place the mutation's defaults apply.
@@ -81,8 +80,7 @@ func Inject(pod *corev1.Pod, w Workload, s Spec, namespace string, ring contract
 	}
 	res := &Result{Pod: out, Plan: plan, Patch: ops}
 	if s.Labeler && !hasLabeler(pod) {
-		sc := sidecarOf(s, opts)
-		res.sidecar = &sc
+		res.labeler = sidecarOf(s, opts).built()
 	}
 	return res, nil
 }
@@ -487,7 +485,7 @@ func Mutate(pod *corev1.Pod, s Spec, plan Plan, opts Options) *corev1.Pod {
 		addEnv(sup, secretEnv(contract.GatewayAuthEnv, s.GatewayAuth))
 	}
 	if s.PeerMode == contract.PeerModeWatchFile {
-		addVolume(&out, peersVolume())
+		addVolume(&out, peersVol)
 		addMount(sup, corev1.VolumeMount{Name: contract.PeersVolume, MountPath: contract.PeersDir, ReadOnly: true})
 	}
 	if s.Labeler {
@@ -606,142 +604,17 @@ func hasLabeler(pod *corev1.Pod) bool {
 	return slices.ContainsFunc(pod.Spec.Containers, named) || slices.ContainsFunc(pod.Spec.InitContainers, named)
 }
 
-// sidecar is everything the labeler container depends on: container builds it from these
-// alone, so its JSON can be kept by them (Encoder).
-type sidecar struct {
-	ring, peerMode, image string
-	maxPeers              int
-	gatewayAuth           SecretRef // zero without one
-	native                bool
-}
-
-func sidecarOf(s Spec, opts Options) sidecar {
-	sc := sidecar{ring: s.Ring, peerMode: s.PeerMode, image: opts.LabelerImage, maxPeers: opts.MaxPeers, native: opts.NativeSidecar}
-	if s.GatewayAuth != nil {
-		sc.gatewayAuth = *s.GatewayAuth
-	}
-	return sc
-}
-
 func addLabeler(pod *corev1.Pod, s Spec, opts Options) {
 	if hasLabeler(pod) {
 		return
 	}
 	addVolume(pod, tokenVolume)
-	sc := sidecarOf(s, opts)
-	if sc.native {
-		pod.Spec.InitContainers = append(pod.Spec.InitContainers, sc.shared())
+	c := sidecarOf(s, opts).built().container
+	if opts.NativeSidecar {
+		pod.Spec.InitContainers = append(pod.Spec.InitContainers, c)
 	} else {
-		pod.Spec.Containers = append(pod.Spec.Containers, sc.shared())
+		pod.Spec.Containers = append(pod.Spec.Containers, c)
 	}
-}
-
-// The labeler containers built, by the values they are built from, and its token volume:
-// the same for every pod of a ring, built once and shared by the pods' copies (Mutate's
-// results are read only). A few rings' worth; forgotten all at once when full.
-var (
-	sidecars = struct {
-		sync.RWMutex
-		m map[sidecar]corev1.Container
-	}{m: map[sidecar]corev1.Container{}}
-	tokenVolume = labelerTokenVolume()
-)
-
-const sidecarsKept = 1024
-
-func (sc sidecar) shared() corev1.Container {
-	sidecars.RLock()
-	c, ok := sidecars.m[sc]
-	sidecars.RUnlock()
-	if ok {
-		return c
-	}
-	c = sc.container()
-	sidecars.Lock()
-	if len(sidecars.m) >= sidecarsKept {
-		clear(sidecars.m)
-	}
-	sidecars.m[sc] = c
-	sidecars.Unlock()
-	return c
-}
-
-// container is the labeler sidecar's container.
-func (sc sidecar) container() corev1.Container {
-	args := []string{"--ring=" + sc.ring}
-	if sc.peerMode == contract.PeerModeWatchFile {
-		args = append(args, "--peer-watch-file="+contract.PeerWatchFile, "--max-peers="+strconv.Itoa(sc.maxPeers))
-	}
-	c := corev1.Container{
-		Name:    contract.LabelerContainerName,
-		Image:   sc.image,
-		Command: []string{contract.LabelerCommand},
-		Args:    args,
-		Env: []corev1.EnvVar{
-			{Name: "HABRING_POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
-			{Name: "HABRING_POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
-		},
-		Ports: []corev1.ContainerPort{{Name: "habring-health", ContainerPort: contract.LabelerHealthPort, Protocol: corev1.ProtocolTCP}},
-		// /readyz answers once the peer file is written (watch-file mode) or at once; as a
-		// native sidecar's startup probe it holds the Supervisor back until then.
-		StartupProbe: &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromInt32(contract.LabelerHealthPort)}},
-			PeriodSeconds:    1,
-			FailureThreshold: 60,
-		},
-		Resources: corev1.ResourceRequirements{
-			// habring-labeler measures about 11 MiB resident, following or holding the
-			// leader Lease (README "Performance").
-			Requests: corev1.ResourceList{corev1.ResourceCPU: labelerCPU, corev1.ResourceMemory: labelerMemory},
-			Limits:   corev1.ResourceList{corev1.ResourceMemory: labelerMemoryLimit},
-		},
-		SecurityContext: &corev1.SecurityContext{
-			RunAsNonRoot:             ptr.To(true),
-			RunAsUser:                ptr.To[int64](65532),
-			AllowPrivilegeEscalation: ptr.To(false),
-			ReadOnlyRootFilesystem:   ptr.To(true),
-			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		},
-		// Its own token, in its own container only: the Supervisor never holds credentials
-		// that can label pods. The labeler's in-cluster config reads it from this path.
-		VolumeMounts: []corev1.VolumeMount{{Name: contract.LabelerTokenVolume, MountPath: contract.ServiceAccountDir, ReadOnly: true}},
-	}
-	if sc.gatewayAuth != (SecretRef{}) {
-		c.Env = append(c.Env, secretEnv(contract.GatewayAuthEnv, &sc.gatewayAuth))
-	}
-	if sc.peerMode == contract.PeerModeWatchFile {
-		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: contract.PeersVolume, MountPath: contract.PeersDir})
-	}
-	if sc.native {
-		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
-	}
-	// Clipped: it is shared, and an append to a pod's copy must not write into it.
-	c.Args, c.Env, c.VolumeMounts = slices.Clip(c.Args), slices.Clip(c.Env), slices.Clip(c.VolumeMounts)
-	return c
-}
-
-// peersVolume holds the peer watch file, shared by the labeler and the Supervisor.
-func peersVolume() corev1.Volume {
-	return corev1.Volume{Name: contract.PeersVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
-		Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(peersSizeLimit)}}}
-}
-
-// labelerTokenVolume is the same projection the ServiceAccount admission plugin gives
-// every container (kube-api-access-*), made for the labeler alone: a bound, expiring token,
-// the cluster CA and the namespace.
-func labelerTokenVolume() corev1.Volume {
-	return corev1.Volume{Name: contract.LabelerTokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-		DefaultMode: ptr.To[int32](0o444),
-		Sources: []corev1.VolumeProjection{
-			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr.To[int64](3607)}},
-			{ConfigMap: &corev1.ConfigMapProjection{
-				LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
-				Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
-			{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{
-				Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}}}},
-		},
-	}}}
 }
 
 func secretEnv(name string, ref *SecretRef) corev1.EnvVar {

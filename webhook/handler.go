@@ -39,10 +39,6 @@ type Handler struct {
 	// Timeout bounds the work for one request (the owner GET on a cache miss); it must
 	// stay below the webhook configuration's timeoutSeconds.
 	Timeout time.Duration
-
-	// encoder keeps the JSON of the labeler container and volumes, the same for every
-	// pod of a ring.
-	encoder patch.Encoder
 }
 
 // BadRequestError is a body /mutate cannot answer: HTTP 400, with Error() as the reply.
@@ -262,7 +258,7 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 		h.log(ctx, slog.LevelDebug, "skipped", req, &d, "reason", d.Skip)
 		return &admissionv1.AdmissionResponse{Allowed: true}, OutcomeSkipped, d.Skip
 	}
-	err = h.encoder.EncodeTo(patchBuf, d.Result)
+	err = d.Result.WritePatch(patchBuf)
 	p := patchBuf.Bytes()
 	if err != nil {
 		return deny(http.StatusInternalServerError, metav1.StatusReasonInternalError, "encode patch: "+err.Error()), OutcomeErrored, "internal"

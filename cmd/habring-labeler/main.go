@@ -1,9 +1,9 @@
 // Command habring-labeler is the labeler sidecar habring injects into ring pods: it keeps
 // its pod's habitat.sh/role label equal to its Supervisor's election role (fenced by a
 // Lease), keeps the peer watch file and the ring-joined condition. It is `habring
-// labeler` in a binary of its own that links only what the labeler uses (no typed
-// clientset, no Prometheus client), because every ring pod runs one: README
-// "Performance" has its memory. The image holds it beside habring.
+// labeler` in a binary of its own that links only what the labeler uses (its own API
+// client, labeler/kube, instead of client-go; no Prometheus client), because every ring
+// pod runs one: README "Performance" has its memory. The image holds it beside habring.
 package main
 
 import (

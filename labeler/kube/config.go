@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -68,39 +69,45 @@ func InCluster() (*Config, error) {
 
 // kubeconfig is the part of a kubeconfig file the labeler understands.
 type kubeconfig struct {
-	CurrentContext string `json:"current-context"`
-	Contexts       []struct {
-		Name    string `json:"name"`
-		Context struct {
-			Cluster string `json:"cluster"`
-			User    string `json:"user"`
-		} `json:"context"`
-	} `json:"contexts"`
-	Clusters []struct {
-		Name    string `json:"name"`
-		Cluster struct {
-			Server                   string `json:"server"`
-			CertificateAuthority     string `json:"certificate-authority"`
-			CertificateAuthorityData string `json:"certificate-authority-data"`
-			InsecureSkipTLSVerify    bool   `json:"insecure-skip-tls-verify"`
-			TLSServerName            string `json:"tls-server-name"`
-			ProxyURL                 string `json:"proxy-url"`
-		} `json:"cluster"`
-	} `json:"clusters"`
-	Users []struct {
-		Name string `json:"name"`
-		User struct {
-			Token                 string `json:"token"`
-			TokenFile             string `json:"tokenFile"`
-			ClientCertificate     string `json:"client-certificate"`
-			ClientCertificateData string `json:"client-certificate-data"`
-			ClientKey             string `json:"client-key"`
-			ClientKeyData         string `json:"client-key-data"`
-			Username              string `json:"username"`
-			Exec                  any    `json:"exec"`
-			AuthProvider          any    `json:"auth-provider"`
-		} `json:"user"`
-	} `json:"users"`
+	CurrentContext string         `json:"current-context"`
+	Contexts       []namedContext `json:"contexts"`
+	Clusters       []namedCluster `json:"clusters"`
+	Users          []namedUser    `json:"users"`
+}
+
+type namedContext struct {
+	Name    string `json:"name"`
+	Context struct {
+		Cluster string `json:"cluster"`
+		User    string `json:"user"`
+	} `json:"context"`
+}
+
+type namedCluster struct {
+	Name    string `json:"name"`
+	Cluster struct {
+		Server                   string `json:"server"`
+		CertificateAuthority     string `json:"certificate-authority"`
+		CertificateAuthorityData string `json:"certificate-authority-data"`
+		InsecureSkipTLSVerify    bool   `json:"insecure-skip-tls-verify"`
+		TLSServerName            string `json:"tls-server-name"`
+		ProxyURL                 string `json:"proxy-url"`
+	} `json:"cluster"`
+}
+
+type namedUser struct {
+	Name string `json:"name"`
+	User struct {
+		Token                 string `json:"token"`
+		TokenFile             string `json:"tokenFile"`
+		ClientCertificate     string `json:"client-certificate"`
+		ClientCertificateData string `json:"client-certificate-data"`
+		ClientKey             string `json:"client-key"`
+		ClientKeyData         string `json:"client-key-data"`
+		Username              string `json:"username"`
+		Exec                  any    `json:"exec"`
+		AuthProvider          any    `json:"auth-provider"`
+	} `json:"user"`
 }
 
 // Kubeconfig reads the current context of the kubeconfig at path: its cluster's server, CA
@@ -126,66 +133,51 @@ func Kubeconfig(path string) (*Config, error) {
 	if kc.CurrentContext == "" {
 		return nil, errors.New("no current-context")
 	}
-	var clusterName, userName string
-	found := false
-	for _, c := range kc.Contexts {
-		if c.Name == kc.CurrentContext {
-			clusterName, userName, found = c.Context.Cluster, c.Context.User, true
-		}
-	}
-	if !found {
+	ci := slices.IndexFunc(kc.Contexts, func(c namedContext) bool { return c.Name == kc.CurrentContext })
+	if ci < 0 {
 		return nil, fmt.Errorf("current-context %q is not among its contexts", kc.CurrentContext)
 	}
-	cfg := &Config{TLS: &tls.Config{MinVersion: tls.VersionTLS12}}
-	found = false
-	for _, c := range kc.Clusters {
-		if c.Name != clusterName {
-			continue
-		}
-		found = true
-		cl := c.Cluster
-		if cl.ProxyURL != "" {
-			return nil, fmt.Errorf("cluster %q: proxy-url is not supported by the labeler", clusterName)
-		}
-		u, err := url.Parse(cl.Server)
-		if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-			return nil, fmt.Errorf("cluster %q: server %q is not an http(s) URL", clusterName, cl.Server)
-		}
-		cfg.Host = strings.TrimSuffix(cl.Server, "/")
-		cfg.TLS.ServerName, cfg.TLS.InsecureSkipVerify = cl.TLSServerName, cl.InsecureSkipTLSVerify
-		if cl.CertificateAuthority != "" || cl.CertificateAuthorityData != "" {
-			if cfg.TLS.RootCAs, err = caPool(rel(cl.CertificateAuthority), cl.CertificateAuthorityData); err != nil {
-				return nil, fmt.Errorf("cluster %q: %w", clusterName, err)
-			}
-		}
-	}
-	if !found {
+	clusterName, userName := kc.Contexts[ci].Context.Cluster, kc.Contexts[ci].Context.User
+	i := slices.IndexFunc(kc.Clusters, func(c namedCluster) bool { return c.Name == clusterName })
+	if i < 0 {
 		return nil, fmt.Errorf("context %q names cluster %q, which it does not define", kc.CurrentContext, clusterName)
 	}
-	found = false
-	for _, u := range kc.Users {
-		if u.Name != userName {
-			continue
-		}
-		found = true
-		usr := u.User
-		switch {
-		case usr.Exec != nil, usr.AuthProvider != nil:
-			return nil, fmt.Errorf("user %q: exec plugins and auth providers are not supported by the labeler; use a token or a client certificate", userName)
-		case usr.Username != "":
-			return nil, fmt.Errorf("user %q: basic auth is not supported by the labeler; use a token or a client certificate", userName)
-		}
-		cfg.Token, cfg.TokenFile = usr.Token, rel(usr.TokenFile)
-		if usr.ClientCertificate != "" || usr.ClientCertificateData != "" {
-			cert, err := clientCert(rel(usr.ClientCertificate), usr.ClientCertificateData, rel(usr.ClientKey), usr.ClientKeyData)
-			if err != nil {
-				return nil, fmt.Errorf("user %q: %w", userName, err)
-			}
-			cfg.TLS.Certificates = []tls.Certificate{cert}
+	cl := kc.Clusters[i].Cluster
+	if cl.ProxyURL != "" {
+		return nil, fmt.Errorf("cluster %q: proxy-url is not supported by the labeler", clusterName)
+	}
+	u, err := url.Parse(cl.Server)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, fmt.Errorf("cluster %q: server %q is not an http(s) URL", clusterName, cl.Server)
+	}
+	cfg := &Config{Host: strings.TrimSuffix(cl.Server, "/"),
+		TLS: &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cl.TLSServerName, InsecureSkipVerify: cl.InsecureSkipTLSVerify}} //nolint:gosec // the kubeconfig's own choice, as client-go honours it
+	if cl.CertificateAuthority != "" || cl.CertificateAuthorityData != "" {
+		if cfg.TLS.RootCAs, err = caPool(rel(cl.CertificateAuthority), cl.CertificateAuthorityData); err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", clusterName, err)
 		}
 	}
-	if userName != "" && !found {
+	if userName == "" {
+		return cfg, nil
+	}
+	i = slices.IndexFunc(kc.Users, func(u namedUser) bool { return u.Name == userName })
+	if i < 0 {
 		return nil, fmt.Errorf("context %q names user %q, which it does not define", kc.CurrentContext, userName)
+	}
+	usr := kc.Users[i].User
+	switch {
+	case usr.Exec != nil, usr.AuthProvider != nil:
+		return nil, fmt.Errorf("user %q: exec plugins and auth providers are not supported by the labeler; use a token or a client certificate", userName)
+	case usr.Username != "":
+		return nil, fmt.Errorf("user %q: basic auth is not supported by the labeler; use a token or a client certificate", userName)
+	}
+	cfg.Token, cfg.TokenFile = usr.Token, rel(usr.TokenFile)
+	if usr.ClientCertificate != "" || usr.ClientCertificateData != "" {
+		cert, err := clientCert(rel(usr.ClientCertificate), usr.ClientCertificateData, rel(usr.ClientKey), usr.ClientKeyData)
+		if err != nil {
+			return nil, fmt.Errorf("user %q: %w", userName, err)
+		}
+		cfg.TLS.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
 }
