@@ -20,6 +20,9 @@ type Election struct {
 	Term     uint64 `json:"term"`
 	Status   string `json:"status"`
 	LeaderID string `json:"leader_id,omitempty"`
+	// Suitability is the leader's, for a finished election: of two finished ones in a
+	// term the better (suitability, leader id) stands.
+	Suitability uint64 `json:"suitability,omitempty"`
 
 	started time.Time // local: when this term began running or the group last changed
 }
@@ -32,9 +35,18 @@ func (r Election) supersedes(e Election) bool {
 	case r.Status == ElectionFinished && e.Status != ElectionFinished:
 		return true
 	case r.Status == ElectionFinished && e.Status == ElectionFinished:
-		return r.LeaderID > e.LeaderID
+		return better(r.Suitability, r.LeaderID, e.Suitability, e.LeaderID)
 	}
 	return false
+}
+
+// better orders candidates as butterfly's Election::merge does: the higher suitability,
+// then the greater member id.
+func better(suitA uint64, idA string, suitB uint64, idB string) bool {
+	if suitA != suitB {
+		return suitA > suitB
+	}
+	return idA > idB
 }
 
 // step advances the local member's election of its group once, from its view of the
@@ -44,17 +56,17 @@ func (r Election) supersedes(e Election) bool {
 //   - a finished election stands while its leader is alive or suspect;
 //   - otherwise (no election yet, leader confirmed or departed, quorum regained) a new
 //     term starts, ElectionInProgress for settle after it starts or the group changes;
-//   - then the alive member with the largest id wins (suitability equal: the real
-//     Supervisor's tie-break). A lone member with a quorum of one elects itself.
+//   - then the alive member with the highest suitability wins, of equals the largest id
+//     (butterfly's Election::merge). A lone member with a quorum of one elects itself.
 func step(e Election, members []Member, changed bool, settle time.Duration, now time.Time) (Election, bool) {
 	q := quorumOf(members, e.Group)
 	health := map[string]Health{}
-	winner := ""
+	winner, suit := "", uint64(0)
 	for _, m := range members {
 		if m.ServiceGroup() == e.Group {
 			health[m.ID] = m.Health
-			if m.Health == Alive {
-				winner = max(winner, m.ID)
+			if m.Health == Alive && (winner == "" || better(m.Suitability, m.ID, suit, winner)) {
+				winner, suit = m.ID, m.Suitability
 			}
 		}
 	}
@@ -78,7 +90,7 @@ func step(e Election, members []Member, changed bool, settle time.Duration, now 
 		if now.Sub(e.started) < settle {
 			return e, false
 		}
-		e.Status, e.LeaderID = ElectionFinished, winner
+		e.Status, e.LeaderID, e.Suitability = ElectionFinished, winner, suit
 		return e, true
 	default: // None, or NoQuorum and quorum is back
 		return Election{Group: e.Group, Term: e.Term + 1, Status: ElectionInProgress, LeaderID: e.LeaderID, started: now}, false

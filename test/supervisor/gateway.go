@@ -15,6 +15,40 @@ func (s *Supervisor) Gateway() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /census", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, s.Census()) })
 	mux.HandleFunc("GET /butterfly", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, s.Butterfly()) })
+	mux.HandleFunc("GET /services", func(w http.ResponseWriter, _ *http.Request) {
+		out := []ServiceStatus{}
+		if s.svc != nil {
+			out = append(out, s.svc.Status())
+		}
+		writeJSON(w, out)
+	})
+	service := func(w http.ResponseWriter, r *http.Request) (ServiceStatus, bool) {
+		if s.svc == nil || r.PathValue("svc")+"."+r.PathValue("group") != s.opts.ServiceGroup() {
+			http.Error(w, "", http.StatusNotFound)
+			return ServiceStatus{}, false
+		}
+		return s.svc.Status(), true
+	}
+	mux.HandleFunc("GET /services/{svc}/{group}", func(w http.ResponseWriter, r *http.Request) {
+		if st, ok := service(w, r); ok {
+			writeJSON(w, st)
+		}
+	})
+	// The health route answers 200 for ok and warning, 503 critical, 500 unknown
+	// (components/sup/src/http_gateway.rs).
+	mux.HandleFunc("GET /services/{svc}/{group}/health", func(w http.ResponseWriter, r *http.Request) {
+		st, ok := service(w, r)
+		if !ok {
+			return
+		}
+		code := map[string]int{HealthOk: 200, HealthWarning: 200, HealthCritical: 503}[st.HealthCheck]
+		if code == 0 {
+			code = http.StatusInternalServerError
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(map[string]string{"status": strings.ToUpper(st.HealthCheck), "stdout": "", "stderr": ""})
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if tok := s.opts.GatewayToken; tok != "" {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -126,7 +160,12 @@ func (s *Supervisor) Census() Census {
 			Sys: map[string]any{"ip": m.IP, "hostname": m.Hostname, "gossip_ip": m.IP, "gossip_port": m.GossipPort,
 				"http_gateway_ip": "0.0.0.0", "http_gateway_port": 9631, "ctl_gateway_ip": "127.0.0.1", "ctl_gateway_port": 9632},
 			Alive: m.Health == Alive, Suspect: m.Health == Suspect, Confirmed: m.Health == Confirmed, Departed: m.Health == Departed,
-			Cfg: map[string]any{},
+			Cfg: m.Cfg,
+		}
+		if m.Cfg == nil {
+			cm := g.Population[m.ID]
+			cm.Cfg = map[string]any{}
+			g.Population[m.ID] = cm
 		}
 		c.CensusGroups[sg] = g
 	}

@@ -36,6 +36,12 @@ type Member struct {
 	Topology    string `json:"topology"`
 	Package     string `json:"package"`
 	Hostname    string `json:"hostname"`
+	// Suitability is the member's answer to its suitability hook when its election last
+	// started (math.MaxUint64 for the leader of the previous term), as its election
+	// rumor carries it upstream.
+	Suitability uint64 `json:"suitability,omitempty"`
+	// Cfg is what the member's service exports (pkg_exports): svc.leader.cfg.* elsewhere.
+	Cfg map[string]any `json:"cfg,omitempty"`
 
 	since time.Time // when this member's health last changed here (not gossiped)
 }
@@ -107,6 +113,17 @@ func (t *Table) Refute(above uint64) Member {
 	return *s
 }
 
+// UpdateSelf changes the local member's record and raises its incarnation, so the
+// change is taken everywhere, and returns the new record.
+func (t *Table) UpdateSelf(f func(*Member)) Member {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.members[t.self]
+	f(s)
+	s.Incarnation++
+	return *s
+}
+
 // SetSelf replaces the local member's record (for a departure: Health Departed).
 func (t *Table) SetSelf(m Member) {
 	t.mu.Lock()
@@ -115,18 +132,26 @@ func (t *Table) SetSelf(m Member) {
 	t.members[t.self] = &m
 }
 
-// Expire turns members Confirmed for longer than timeout into Departed (butterfly's
-// departure timeout) and returns them, to be gossiped.
-func (t *Table) Expire(timeout time.Duration) []Member {
+// Expire turns members Suspect for longer than suspicion into Confirmed (butterfly's
+// suspicion timeout) and members Confirmed for longer than departure into Departed (its
+// departure timeout), and returns them, to be gossiped.
+func (t *Table) Expire(suspicion, departure time.Duration) []Member {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []Member
 	now := t.now()
 	for _, m := range t.members {
-		if m.Health == Confirmed && now.Sub(m.since) >= timeout {
+		switch {
+		case m.ID == t.self:
+			continue
+		case m.Health == Suspect && now.Sub(m.since) >= suspicion:
+			m.Health, m.since = Confirmed, now
+		case m.Health == Confirmed && now.Sub(m.since) >= departure:
 			m.Health, m.since = Departed, now
-			out = append(out, *m)
+		default:
+			continue
 		}
+		out = append(out, *m)
 	}
 	return out
 }

@@ -36,6 +36,16 @@ const (
 	EnvDepartureTimeout = "HABRING_DOUBLE_DEPARTURE_TIMEOUT" // a Go duration (default 72h)
 	EnvSettle           = "HABRING_DOUBLE_ELECTION_SETTLE"   // a Go duration (default 2s)
 	EnvHostname         = "HABRING_DOUBLE_HOSTNAME"          // sys.hostname in the census (default os.Hostname)
+	EnvPlan             = "HABRING_DOUBLE_PLAN"              // the plan directory of the service to run (default: none runs)
+	EnvSvcRoot          = "HABRING_DOUBLE_SVC_ROOT"          // where the service's directories are made (default /hab/svc)
+	EnvUserRoot         = "HABRING_DOUBLE_USER_ROOT"         // where <service>/config/user.toml is read (default /hab/user)
+	EnvTimers           = "HABRING_DOUBLE_TIMERS"            // "habitat" (default: butterfly's) or "fast" (unit tests only)
+)
+
+// Default service paths of the real Supervisor (components/core/src/fs.rs).
+const (
+	DefaultSvcRoot  = "/hab/svc"
+	DefaultUserRoot = "/hab/user"
 )
 
 // Options are what `hab sup run` was told, after names were resolved.
@@ -59,6 +69,17 @@ type Options struct {
 	DepartureTimeout time.Duration
 	Settle           time.Duration
 	Hostname         string
+
+	// PlanDir is the service's plan (HABRING_DOUBLE_PLAN); empty: the double runs no
+	// service, as a Supervisor whose package has no run hook would run nothing.
+	PlanDir, SvcRoot, UserRoot string
+	// UserEnv is the service's config from the environment (HAB_<SERVICE>, TOML).
+	UserEnv string
+	// HealthCheckInterval is --health-check-interval (seconds; default 30).
+	HealthCheckInterval time.Duration
+	// FastTimers swaps butterfly's failure detection (3.1 s probes, 9.3 s suspicion) for
+	// memberlist's sub-second one: for unit tests of the double alone.
+	FastTimers bool
 }
 
 // ServiceGroup is "<service>.<group>", the census key.
@@ -79,7 +100,8 @@ type Resolver interface {
 // resolve fails the start, as the real Supervisor's argument parsing does.
 func Parse(ctx context.Context, args []string, env func(string) string, r Resolver) (Options, error) {
 	o := Options{Group: "default", Topology: "standalone", ListenHTTP: DefaultHTTPListen, SupRoot: DefaultSupRoot,
-		DepartureTimeout: DefaultDepartureTimeout, Settle: DefaultSettle}
+		DepartureTimeout: DefaultDepartureTimeout, Settle: DefaultSettle, SvcRoot: DefaultSvcRoot, UserRoot: DefaultUserRoot,
+		HealthCheckInterval: DefaultHealthCheckInterval}
 	if len(args) > 0 && (args[0] == "run" || args[0] == "start") {
 		if len(args) < 2 || strings.HasPrefix(args[1], "-") {
 			return o, fmt.Errorf("%w: %s needs a package, e.g. %s core/redis", ErrUsage, args[0], args[0])
@@ -137,7 +159,16 @@ func Parse(ctx context.Context, args []string, env func(string) string, r Resolv
 			if v, err = takeValue(); err == nil {
 				o.Binds = append(o.Binds, v)
 			}
-		case "ring", "ring-key", "strategy", "channel", "update-condition", "health-check-interval", "listen-ctl", "org":
+		case "health-check-interval":
+			var v string
+			if v, err = takeValue(); err == nil {
+				n, perr := strconv.Atoi(v)
+				if perr != nil || n < 1 {
+					return o, fmt.Errorf("%w: --health-check-interval %q: want whole seconds", ErrUsage, v)
+				}
+				o.HealthCheckInterval = time.Duration(n) * time.Second
+			}
+		case "ring", "ring-key", "strategy", "channel", "update-condition", "listen-ctl", "org":
 			_, err = takeValue() // accepted, not modelled
 		default:
 			return o, fmt.Errorf("%w: unknown flag --%s", ErrUsage, name)
@@ -187,6 +218,20 @@ func Parse(ctx context.Context, args []string, env func(string) string, r Resolv
 		return o, err
 	}
 	o.Hostname = env(EnvHostname)
+	o.PlanDir, o.UserEnv = env(EnvPlan), env(EnvName(o.Service))
+	if v := env(EnvSvcRoot); v != "" {
+		o.SvcRoot = v
+	}
+	if v := env(EnvUserRoot); v != "" {
+		o.UserRoot = v
+	}
+	switch v := env(EnvTimers); v {
+	case "", "habitat":
+	case "fast":
+		o.FastTimers = true
+	default:
+		return o, fmt.Errorf("%w: %s=%q: want habitat or fast", ErrUsage, EnvTimers, v)
+	}
 	return o, nil
 }
 

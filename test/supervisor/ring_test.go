@@ -42,7 +42,9 @@ func (n testNet) start(t *testing.T, i int, root string, env map[string]string, 
 	}
 	full := append([]string{"run", "core/redis", "--listen-gossip=" + n.ip(i) + ":9638", "--listen-http=" + n.ip(i) + ":9631",
 		"--sys-ip-address=" + n.ip(i)}, args...)
-	all := map[string]string{EnvSupRoot: root, EnvSettle: "300ms", EnvHostname: fmt.Sprintf("redis-%d", i)}
+	// Memberlist's fast timers: these tests are of the double's rules, not of Habitat's
+	// timing (TestButterflyTimers is).
+	all := map[string]string{EnvSupRoot: root, EnvSettle: "300ms", EnvHostname: fmt.Sprintf("redis-%d", i), EnvTimers: "fast"}
 	for k, v := range env {
 		all[k] = v
 	}

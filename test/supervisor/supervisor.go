@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -37,12 +38,17 @@ type Supervisor struct {
 	ml    *memberlist.Memberlist
 	queue *memberlist.TransmitLimitedQueue
 	http  *http.Server
+	svc   *Service // the service it supervises; nil without a plan
 
 	mu          sync.Mutex
 	election    Election            // the local member's group (leader topology)
 	elections   map[string]Election // other groups, as gossiped
 	seeds       []string            // initial members: --peer, or the watch file's lines
 	haveMembers bool                // enough members known: seeds no longer pinged
+
+	// suspicion is how long a member stays Suspect before it is Confirmed: the double's
+	// own timer (butterfly's), memberlist declaring unreachable members dead at once.
+	suspicion time.Duration
 
 	departing atomic.Bool // SIGTERM: rumors of its own departure are expected, not refuted
 	// nodes is memberlist's member count for the broadcast queue, kept here: memberlist calls
@@ -72,7 +78,15 @@ func Start(ctx context.Context, opts Options, log *slog.Logger) (*Supervisor, er
 	}
 	self := Member{ID: id, IP: ip.String(), GossipPort: int(opts.ListenGossip.Port()), Incarnation: 1, Permanent: opts.Permanent,
 		Service: opts.Service, Group: opts.Group, Topology: opts.Topology, Package: opts.Package, Hostname: hostname}
-	s := &Supervisor{opts: opts, log: log.With("member", id), table: NewTable(self, time.Now), elections: map[string]Election{},
+	log = log.With("member", id)
+	var svc *Service
+	if opts.PlanDir != "" {
+		if svc, err = newService(opts, log); err != nil {
+			return nil, err
+		}
+		self.Cfg = svc.exported
+	}
+	s := &Supervisor{opts: opts, log: log, table: NewTable(self, time.Now), elections: map[string]Election{}, svc: svc,
 		election: Election{Group: opts.ServiceGroup(), Status: ElectionNone}, seeds: opts.Peers,
 		fatal: make(chan error, 1), stop: make(chan struct{})}
 
@@ -80,8 +94,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger) (*Supervisor, er
 	cfg.Name = id
 	cfg.BindAddr, cfg.BindPort = opts.ListenGossip.Addr().String(), int(opts.ListenGossip.Port())
 	cfg.AdvertiseAddr, cfg.AdvertisePort = self.IP, self.GossipPort
-	cfg.ProbeInterval, cfg.ProbeTimeout, cfg.SuspicionMult = 500*time.Millisecond, 250*time.Millisecond, 2
-	cfg.GossipInterval, cfg.PushPullInterval = 100*time.Millisecond, 2*time.Second
+	s.suspicion = timers(cfg, opts.FastTimers)
 	// Butterfly sends nothing to a Confirmed member that is not permanent (its pingable
 	// and push targets); memberlist would keep gossiping to the dead for a while.
 	cfg.GossipToTheDeadTime = 0
@@ -107,11 +120,14 @@ func Start(ctx context.Context, opts Options, log *slog.Logger) (*Supervisor, er
 	s.wg.Go(func() { _ = s.http.Serve(ln) })
 	s.wg.Go(s.seed) // at once, then every second, as butterfly's outbound loop does
 	s.loop(time.Second, s.seed)
-	s.loop(2*time.Second, s.retryPermanent)
-	s.loop(200*time.Millisecond, s.watchSuspects)
-	s.loop(time.Second, s.expire)
+	s.loop(2*time.Second, s.retry)
+	s.loop(500*time.Millisecond, s.expire)
 	if opts.Topology == "leader" {
 		s.loop(100*time.Millisecond, s.elect())
+	}
+	if svc != nil {
+		s.loop(time.Second, s.tickService) // the Supervisor's main loop runs once a second
+		s.wg.Go(s.checkHealth)
 	}
 	if opts.PeerWatchFile != "" {
 		if err := s.watchFile(); err != nil {
@@ -121,6 +137,26 @@ func Start(ctx context.Context, opts Options, log *slog.Logger) (*Supervisor, er
 	}
 	s.log.Info("started", "gossip", opts.ListenGossip.String(), "ip", self.IP, "peers", opts.Peers, "service", opts.ServiceGroup(), "topology", opts.Topology)
 	return s, nil
+}
+
+// timers sets failure detection to butterfly's (components/butterfly/src/server/
+// timing.rs) and returns the suspicion timeout: a probe waits 1 s for an ack, then 2.1 s
+// for the acks of ping-reqs through 5 others, one member probed per 3.1 s period; a member
+// that fails its probe is Suspect, and Confirmed 3 periods (9.3 s) later unless it refutes;
+// gossip every second to 5 members; no Lifeguard stretching (butterfly has none).
+// Memberlist keeps no public suspect state (Members() reports everyone alive), so it is
+// told to declare a failed probe dead at once (SuspicionMult 0) and the double keeps the
+// suspicion itself (expire). With fast, sub-second timers for unit tests of the double.
+func timers(cfg *memberlist.Config, fast bool) time.Duration {
+	cfg.SuspicionMult, cfg.SuspicionMaxTimeoutMult, cfg.AwarenessMaxMultiplier = 0, 1, 1
+	if fast {
+		cfg.ProbeInterval, cfg.ProbeTimeout = 500*time.Millisecond, 250*time.Millisecond
+		cfg.GossipInterval, cfg.PushPullInterval = 100*time.Millisecond, 2*time.Second
+		return time.Second
+	}
+	cfg.ProbeInterval, cfg.ProbeTimeout, cfg.IndirectChecks = 3100*time.Millisecond, time.Second, 5
+	cfg.GossipInterval, cfg.GossipNodes, cfg.PushPullInterval = time.Second, 5, 2*time.Second
+	return 9300 * time.Millisecond
 }
 
 // memberID reads <root>/MEMBER_ID, or makes and keeps a new one: a fresh filesystem is a
@@ -174,6 +210,11 @@ func (s *Supervisor) Depart(timeout time.Duration) error {
 	s.table.SetSelf(self)
 	s.broadcast(rumor{Member: &self})
 	err := s.ml.Leave(timeout)
+	// Departed first, then the services stopped: manager.rs's shutdown does it in this
+	// order, so the ring elects a new leader while the old one's service still runs.
+	if s.svc != nil {
+		s.svc.Stop()
+	}
 	s.Kill()
 	return err
 }
@@ -186,6 +227,9 @@ func (s *Supervisor) Kill() {
 		_ = s.ml.Shutdown()
 		_ = s.http.Close()
 		s.wg.Wait()
+		if s.svc != nil {
+			s.svc.kill() // what Pdeathsig does to it when the process dies
+		}
 	})
 }
 
@@ -209,33 +253,26 @@ func (s *Supervisor) seed() {
 	}
 }
 
-// retryPermanent keeps trying Confirmed permanent members at their last known address
-// (butterfly persistent_and_confirmed): a member re-created elsewhere is not found so.
-func (s *Supervisor) retryPermanent() {
+// retry keeps pinging suspects (butterfly pings them like the alive: memberlist, which
+// the double lets declare them dead at once, would not) and Confirmed permanent members at
+// their last known address (butterfly persistent_and_confirmed): a member re-created
+// elsewhere is not found so.
+func (s *Supervisor) retry() {
+	s.nodes.Store(int64(s.ml.NumMembers()))
 	for _, m := range s.table.All() {
-		if m.Permanent && m.Health == Confirmed {
+		if m.ID != s.ID() && (m.Health == Suspect || m.Permanent && m.Health == Confirmed) {
 			_, _ = s.ml.Join([]string{net.JoinHostPort(m.IP, strconv.Itoa(m.GossipPort))})
 		}
 	}
 }
 
-// watchSuspects mirrors memberlist's suspicion into the view (its events only say joined,
-// updated, dead or left).
-func (s *Supervisor) watchSuspects() {
-	nodes := s.ml.Members()
-	s.nodes.Store(int64(len(nodes)))
-	for _, n := range nodes {
-		if n.State == memberlist.StateSuspect {
-			if m, ok := s.fromNode(n, Suspect); ok {
-				s.take(m)
-			}
-		}
-	}
-}
-
+// expire confirms suspects once the suspicion timeout passed and departs members
+// Confirmed for the departure timeout (butterfly's expire loop, every 0.5 s).
 func (s *Supervisor) expire() {
-	for _, m := range s.table.Expire(s.opts.DepartureTimeout) {
-		s.log.Info("member departed after the departure timeout", "id", m.ID)
+	for _, m := range s.table.Expire(s.suspicion, s.opts.DepartureTimeout) {
+		if m.Health == Departed {
+			s.log.Info("member departed after the departure timeout", "id", m.ID)
+		}
 		s.broadcast(rumor{Member: &m})
 	}
 }
@@ -249,7 +286,7 @@ func (s *Supervisor) elect() func() {
 		var sig strings.Builder
 		for _, m := range members {
 			if m.ServiceGroup() == s.opts.ServiceGroup() {
-				fmt.Fprintf(&sig, "%s=%d;", m.ID, m.Health)
+				fmt.Fprintf(&sig, "%s=%d/%d;", m.ID, m.Health, m.Suitability)
 			}
 		}
 		s.mu.Lock()
@@ -261,8 +298,57 @@ func (s *Supervisor) elect() func() {
 		if before.Status != next.Status || before.LeaderID != next.LeaderID {
 			s.log.Info("election", "group", next.Group, "term", next.Term, "status", next.Status, "leader", next.LeaderID)
 		}
+		if next.Term != before.Term && next.Status == ElectionInProgress {
+			// Each member puts its suitability into the election it starts; the leader of
+			// the last term takes the highest (butterfly start_election, Service::suitability).
+			wasLeader := before.Status != ElectionNone && before.LeaderID == s.ID()
+			s.wg.Go(func() { s.refreshSuitability(wasLeader) })
+		}
 		if gossip {
 			s.broadcast(rumor{Election: &next})
+		}
+	}
+}
+
+// refreshSuitability asks the service's suitability hook (the last term's leader takes
+// the highest value) and gossips it in the member's record when it changed.
+func (s *Supervisor) refreshSuitability(wasLeader bool) {
+	var n uint64
+	switch {
+	case wasLeader:
+		n = math.MaxUint64
+	case s.svc != nil:
+		n = s.svc.Suitability()
+	}
+	if n == s.table.Self().Suitability {
+		return
+	}
+	self := s.table.UpdateSelf(func(m *Member) { m.Suitability = n })
+	s.log.Info("suitability", "value", n)
+	s.broadcast(rumor{Member: &self})
+	select {
+	case <-s.stop:
+	default:
+		_ = s.ml.UpdateNode(time.Second)
+	}
+}
+
+// tickService renders the service's templates against this member's census and executes
+// its hooks as the election allows (Service::tick).
+func (s *Supervisor) tickService() {
+	c := s.Census()
+	g := c.CensusGroups[s.opts.ServiceGroup()]
+	s.svc.tick(s.svc.renderContext(s.opts, s.table.Self(), g), s.opts.Topology, g.ElectionStatus)
+}
+
+// checkHealth runs the health check every --health-check-interval, the first right away.
+func (s *Supervisor) checkHealth() {
+	for {
+		s.svc.checkHealth()
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(s.opts.HealthCheckInterval):
 		}
 	}
 }
@@ -481,13 +567,13 @@ func (e *events) NotifyJoin(n *memberlist.Node) {
 
 func (e *events) NotifyUpdate(n *memberlist.Node) { e.NotifyJoin(n) }
 
+// NotifyLeave is memberlist's word that a member failed its probe (or left: memberlist
+// does not say which to its event delegate; a departure arrives as the member's own
+// Departed rumor, which is worse news and wins). The member is Suspect until expire
+// confirms it or it refutes.
 func (e *events) NotifyLeave(n *memberlist.Node) {
 	s := (*Supervisor)(e)
-	h := Confirmed
-	if n.State == memberlist.StateLeft {
-		h = Departed
-	}
-	if m, ok := s.fromNode(n, h); ok {
+	if m, ok := s.fromNode(n, Suspect); ok {
 		s.take(m)
 	}
 }

@@ -132,9 +132,9 @@ func TestQuorumCountsConfirmedUntilDeparted(t *testing.T) {
 	require.Equal(t, Quorum{Alive: 2, Confirmed: 2}, tb.QuorumOf("redis.default"))
 	require.False(t, tb.QuorumOf("redis.default").Has())
 	now = now.Add(time.Hour)
-	require.Empty(t, tb.Expire(2*time.Hour), "departed before the departure timeout")
+	require.Empty(t, tb.Expire(time.Minute, 2*time.Hour), "departed before the departure timeout")
 	now = now.Add(time.Hour)
-	require.Len(t, tb.Expire(2*time.Hour), 2)
+	require.Len(t, tb.Expire(time.Minute, 2*time.Hour), 2)
 	require.Equal(t, Quorum{Alive: 2, Departed: 2}, tb.QuorumOf("redis.default"))
 	require.True(t, tb.QuorumOf("redis.default").Has())
 }
@@ -195,4 +195,24 @@ func TestElectionRumors(t *testing.T) {
 	require.True(t, fin(2, "z").supersedes(fin(2, "a")), "same term: the larger leader id")
 	require.False(t, fin(2, "a").supersedes(fin(2, "z")))
 	require.True(t, fin(2, "a").supersedes(Election{Term: 2, Status: ElectionInProgress}), "finished over running")
+}
+
+// A suspect is confirmed once the suspicion timeout (butterfly: 3 protocol periods, 9.3 s)
+// passed since it was first suspected, unless it refuted in between.
+func TestSuspicionTimeout(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(0, 0)
+	tb := NewTable(member("c", Alive, 1), func() time.Time { return now })
+	tb.Merge(member("a", Suspect, 1))
+	tb.Merge(member("b", Suspect, 1))
+	now = now.Add(9 * time.Second)
+	changed, _ := tb.Merge(member("b", Alive, 2)) // b refuted
+	require.True(t, changed)
+	require.Empty(t, tb.Expire(9300*time.Millisecond, time.Hour))
+	now = now.Add(300 * time.Millisecond)
+	got := tb.Expire(9300*time.Millisecond, time.Hour)
+	require.Len(t, got, 1)
+	require.Equal(t, "a", got[0].ID)
+	require.Equal(t, Confirmed, got[0].Health)
+	require.Equal(t, Quorum{Alive: 2, Confirmed: 1}, tb.QuorumOf("redis.default"))
 }

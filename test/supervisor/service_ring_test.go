@@ -1,0 +1,179 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// rootWithID is a Supervisor root holding MEMBER_ID id (32 hex digits), so a test knows
+// which member the id tie-break favours.
+func rootWithID(t *testing.T, id string) string {
+	t.Helper()
+	root := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(root, "MEMBER_ID"), []byte(id), 0o644))
+	return root
+}
+
+func fixedID(n int) string { return fmt.Sprintf("%032x", n) }
+
+func ringLeader(s *sup) string {
+	st, l := leaderOf(s)
+	if st != ElectionFinished {
+		return ""
+	}
+	return l
+}
+
+// Suitability decides an election before the member id (butterfly Election::merge). A
+// service not yet initialized answers 0 (Service::suitability), and a leader-topology
+// service is initialized only once an election finishes, so the FIRST election of a ring
+// is always won by the largest id; suitability decides the elections after it.
+func TestSuitabilityRanksCandidatesBeforeTheMemberID(t *testing.T) {
+	t.Parallel()
+	plan := writePlan(t, map[string]string{"hooks/run": "#!/bin/sh\nexec sleep 600\n",
+		"hooks/suitability": "#!/bin/sh\necho {{cfg.suitability}}\n"})
+	n := newNet()
+	start := func(i, suitability int, peers ...string) *sup {
+		env := map[string]string{EnvPlan: plan, EnvSvcRoot: t.TempDir(), "HAB_REDIS": fmt.Sprintf("suitability = %d", suitability)}
+		args := []string{"--topology=leader"}
+		for _, p := range peers {
+			args = append(args, "--peer="+p)
+		}
+		return n.start(t, i, rootWithID(t, fixedID(i)), env, args...)
+	}
+	// Member 1 is the most suitable and has the smallest id; member 3 the largest id.
+	s1 := start(1, 300)
+	s2 := start(2, 200, s1.ip)
+	s3 := start(3, 100, s1.ip, s2.ip)
+	for _, s := range []*sup{s1, s2, s3} {
+		eventually(t, "first election: the largest id", func() bool { return ringLeader(s) == fixedID(3) })
+	}
+	s3.Kill()
+	for _, s := range []*sup{s1, s2} {
+		eventually(t, "re-election: the most suitable, not the largest id", func() bool { return ringLeader(s) == fixedID(1) })
+	}
+	assert.Equal(t, uint64(300), s1.table.Self().Suitability)
+}
+
+// The row of the facts marked unverified: "a member about to become leader may render its
+// no-replicaof file mid-election, then the same file after the election (same hash: no
+// restart)". What the Supervisor's order of events does instead: while the election runs,
+// members keep the leader/follower flags of the last finished one (census.rs
+// update_from_election_rumor), so the would-be leader still renders "follower of <dead
+// leader>"; the file changes only on the tick that sees the election finished, and that
+// tick acts on it: a restart without a reconfigure hook, the hook with one. The change is
+// never lost for a new leader; it is lost only for changes made while the election runs
+// (TestLeaderTopologyHooksWaitAndMidElectionChangesAreLost).
+func TestNewLeaderActsOnItsRoleOnceTheElectionFinishes(t *testing.T) {
+	t.Parallel()
+	for name, reconfigure := range map[string]bool{"restarted": false, "reconfigured": true} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			plan := startsPlan(t, reconfigure)
+			n := newNet()
+			var sups []*sup
+			var svcRoots []string
+			for i := 1; i <= 3; i++ {
+				var peers []string
+				for _, s := range sups {
+					peers = append(peers, "--peer="+s.ip)
+				}
+				root := t.TempDir()
+				svcRoots = append(svcRoots, root)
+				sups = append(sups, n.start(t, i, rootWithID(t, fixedID(i)), map[string]string{EnvPlan: plan, EnvSvcRoot: root},
+					append([]string{"--topology=leader"}, peers...)...))
+			}
+			for _, s := range sups {
+				eventually(t, "member 3 leads", func() bool { return ringLeader(s) == fixedID(3) })
+			}
+			role := func(i int) string {
+				return strings.TrimSpace(read(t, filepath.Join(svcRoots[i], "redis", "config", "role.conf")))
+			}
+			varDir := func(i int) string { return filepath.Join(svcRoots[i], "redis", "var") }
+			for i := range 3 {
+				waitLines(t, filepath.Join(varDir(i), "starts"), 1)
+			}
+			require.Equal(t, "follower of "+sups[2].ip, role(1))
+
+			// Kill the leader; member 2 wins the re-election (the larger id left). Until its
+			// election is finished, it renders what it rendered before.
+			sups[2].Kill()
+			var seen []string
+			require.Eventually(t, func() bool {
+				st, _ := leaderOf(sups[1])
+				r := role(1)
+				if len(seen) == 0 || seen[len(seen)-1] != st+": "+r {
+					seen = append(seen, st+": "+r)
+				}
+				return ringLeader(sups[1]) == fixedID(2)
+			}, 20*time.Second, 5*time.Millisecond)
+			for _, s := range seen[:len(seen)-1] {
+				assert.NotContains(t, s, "leader\n", "before the election finished: %v", seen)
+				assert.True(t, strings.HasSuffix(s, "follower of "+sups[2].ip) || strings.HasPrefix(s, ElectionFinished), "sticky flags: %v", seen)
+			}
+			eventually(t, "member 2's role file says leader", func() bool { return role(1) == "leader" })
+			eventually(t, "member 1 follows member 2", func() bool { return role(0) == "follower of "+sups[1].ip })
+			if reconfigure {
+				waitLines(t, filepath.Join(varDir(1), "reconfigures"), 1)
+				waitLines(t, filepath.Join(varDir(0), "reconfigures"), 1)
+				assert.Equal(t, []string{"leader"}, lines(t, filepath.Join(varDir(1), "reconfigures")))
+				assert.Equal(t, []string{"follower of " + sups[1].ip}, lines(t, filepath.Join(varDir(0), "reconfigures")))
+				assert.Len(t, lines(t, filepath.Join(varDir(1), "starts")), 1, "no restart")
+				return
+			}
+			waitLines(t, filepath.Join(varDir(1), "starts"), 2)
+			waitLines(t, filepath.Join(varDir(0), "starts"), 2)
+			time.Sleep(1500 * time.Millisecond) // a tick or two more: exactly one restart each
+			assert.Len(t, lines(t, filepath.Join(varDir(1), "starts")), 2)
+			assert.Len(t, lines(t, filepath.Join(varDir(0), "starts")), 2)
+		})
+	}
+}
+
+// Butterfly's failure detection is the default (components/butterfly/src/server/timing.rs):
+// 1 s for a ping's ack, 2.1 s for ping-reqs through 5 others, a 3.1 s protocol period, a
+// suspect confirmed after 3 periods (9.3 s), no Lifeguard stretching; a killed member is
+// Confirmed no sooner than 9.3 s after it was first suspected, and within a few periods
+// of that. Memberlist's fast timers are the unit tests' opt-in only.
+func TestButterflyTimers(t *testing.T) {
+	t.Parallel()
+	o, err := Parse(t.Context(), []string{"run", "core/redis"}, func(string) string { return "" }, nil)
+	require.NoError(t, err)
+	require.False(t, o.FastTimers, "Habitat's timers by default")
+	_, err = Parse(t.Context(), []string{"run", "core/redis"}, func(k string) string { return map[string]string{EnvTimers: "slow"}[k] }, nil)
+	require.ErrorIs(t, err, ErrUsage)
+
+	n := newNet()
+	habitat := map[string]string{EnvTimers: "habitat"}
+	s1 := n.start(t, 1, "", habitat)
+	s2 := n.start(t, 2, "", habitat, "--peer="+s1.ip)
+	s3 := n.start(t, 3, "", habitat, "--peer="+s1.ip, "--peer="+s2.ip)
+	for _, s := range []*sup{s1, s2, s3} {
+		eventually(t, "all three alive", func() bool { return len(alive(s)) == 3 })
+	}
+	killed := time.Now()
+	s3.Kill()
+	var suspected, confirmed time.Duration
+	require.Eventually(t, func() bool {
+		h := healths(s1)[s3.ID()]
+		if h == Suspect && suspected == 0 {
+			suspected = time.Since(killed)
+		}
+		if h >= Confirmed {
+			confirmed = time.Since(killed)
+			return true
+		}
+		return false
+	}, 40*time.Second, 20*time.Millisecond)
+	t.Logf("killed member: suspect after %s, confirmed after %s", suspected.Round(time.Millisecond), confirmed.Round(time.Millisecond))
+	require.NotZero(t, suspected, "suspected before confirmed")
+	assert.GreaterOrEqual(t, confirmed-suspected, 9*time.Second, "3 protocol periods of suspicion (9.3 s)")
+	assert.GreaterOrEqual(t, confirmed, 10*time.Second)
+}
