@@ -60,8 +60,16 @@ test: verify lint unit e2e ## everything CI runs: verify, lint, unit, golden, fu
 
 DEMO_DIR := $(CURDIR)/.demo
 
+# The example HA Redis runs Debian's redis-server in each redis pod.
+.PHONY: redis-server
+redis-server:
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then echo "installing redis-server (Debian's) for the example HA Redis"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	  else echo "the example HA Redis needs redis-server and redis-cli: apt-get install redis-server"; exit 1; fi; }
+
 .PHONY: demo
-demo: cluster-build ## local control plane + habring + examples/ running (needs root); prints peers, roles, rings; keeps running
+demo: cluster-build redis-server ## local control plane + habring + the HA Redis of examples/ running (needs root); prints peers, roles, Redis replication, rings; keeps running
 	@if [ -f $(DEMO_DIR)/pid ] && kill -0 $$(cat $(DEMO_DIR)/pid) 2>/dev/null; then echo "the demo is already running: make demo-down first"; exit 1; fi
 	@rm -rf $(DEMO_DIR); mkdir -p $(DEMO_DIR)
 	$(GO) build -o $(BIN)/demo ./test/demo

@@ -19,16 +19,6 @@ import (
 	"github.com/habring/habring/test/supervisor"
 )
 
-// ringKeySecret creates the Secret examples/ring.yaml names, as its comment tells a user
-// to (`hab ring key generate main`).
-func ringKeySecret(t *testing.T, e *environment, ns string) {
-	t.Helper()
-	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "ring-key", Namespace: ns},
-		StringData: map[string]string{"ring-key": "SYM-SEC-1\nmain-20261201000000\n\nc2VjcmV0IG9mIHRoZSBlMmUgcmluZw=="}}
-	_, err := e.client.CoreV1().Secrets(ns).Create(t.Context(), s, metav1.CreateOptions{})
-	require.NoError(t, err)
-}
-
 // requireOneRing waits until every pod's Supervisor holds exactly these pods alive: one
 // ring, seen the same from everywhere.
 func requireOneRing(t *testing.T, pods []corev1.Pod, timeout time.Duration) {
@@ -101,16 +91,21 @@ func serviceAddresses(t *testing.T, e *environment, ns, svc string) []string {
 	return out
 }
 
-// examples/ring.yaml, applied as its comment says, runs: the bastion StatefulSet and the
-// redis Deployment form ONE ring, exactly one redis pod is labelled leader and the others
-// follower, and redis-master holds exactly the leader. Deleting the leader pod moves the
-// label and the Service.
+// examples/ring.yaml, applied as its comments say, runs the HA Redis: the bastion
+// StatefulSet and the redis Deployment form ONE ring, exactly one redis pod is labelled
+// leader and redis-master holds exactly it; its Redis (the real redis-server, run by the
+// Supervisor double from examples/redis) is the master and the others replicate it, so a
+// write through redis-master is read back from both replicas. Deleting the leader pod
+// moves the label, the Service and the master: the new leader's Redis becomes master with
+// the data, the other follows it, and the pod that replaces the deleted one replicates it.
 func TestExampleRingRuns(t *testing.T) {
 	e := requireEnv(t)
 	ns := runningNamespace(t, e)
+	require.NoError(t, harness.RedisSupported(), "the example's pods run redis-server")
 	t.Parallel()
 	labelerPermissions(t, e, ns)
-	ringKeySecret(t, e, ns)
+	password, err := harness.ExampleSecrets(t.Context(), e.client, ns)
+	require.NoError(t, err)
 	applyFile(t, e, "examples/ring.yaml", ns)
 
 	bastion := readyPods(t, e, ns, "hab-bastion", 3, 3*time.Minute)
@@ -121,17 +116,80 @@ func TestExampleRingRuns(t *testing.T) {
 	requireOneRing(t, append(slices.Clone(bastion), redis...), 2*time.Minute)
 	leader := requireOneLeader(t, e, ns, "redis", "redis-master", 3, 2*time.Minute)
 	t.Logf("leader %s (%s); roles and redis-master agree", leader.Name, leader.Status.PodIP)
+	requireReplication(t, e, ns, leader, password, 3, time.Minute)
+
+	// A write through redis-master, read back from both replicas.
+	master := serviceAddresses(t, e, ns, "redis-master")
+	require.Len(t, master, 1)
+	c := harness.Redis(master[0], password)
+	defer func() { _ = c.Close() }()
+	require.NoError(t, c.Set(t.Context(), "habring:e2e", "written through redis-master", 0).Err())
+	n, err := c.Wait(t.Context(), 2, 5*time.Second).Result()
+	require.NoError(t, err)
+	require.EqualValues(t, 2, n, "both replicas acknowledged the write")
+	for _, p := range redis {
+		if p.Name != leader.Name {
+			requireValue(t, p.Status.PodIP, password, "habring:e2e", "written through redis-master")
+		}
+	}
 
 	start := time.Now()
 	require.NoError(t, e.client.CoreV1().Pods(ns).Delete(t.Context(), leader.Name, metav1.DeleteOptions{}))
 	var moved corev1.Pod
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		moved = requireOneLeaderNow(c, t, e, ns, leader.Name)
+		role, err := harness.Role(t.Context(), moved.Status.PodIP, password)
+		require.NoError(c, err)
+		require.Equal(c, "master", role.Role, "the new leader's Redis")
 	}, 2*time.Minute, 100*time.Millisecond)
-	t.Logf("leader pod %s deleted: %s labelled leader and alone in redis-master %s later", leader.Name, moved.Name, time.Since(start).Round(time.Millisecond))
+	t.Logf("leader pod %s deleted: %s labelled leader, alone in redis-master and its Redis master %s later", leader.Name, moved.Name,
+		time.Since(start).Round(time.Millisecond))
+	requireValue(t, moved.Status.PodIP, password, "habring:e2e", "written through redis-master")
 	redis = readyPods(t, e, ns, "redis", 3, 3*time.Minute)
 	requireOneRing(t, append(slices.Clone(bastion), redis...), 2*time.Minute)
-	requireOneLeader(t, e, ns, "redis", "redis-master", 3, 2*time.Minute)
+	leader = requireOneLeader(t, e, ns, "redis", "redis-master", 3, 2*time.Minute)
+	require.Equal(t, moved.Name, leader.Name)
+	requireReplication(t, e, ns, leader, password, 3, 2*time.Minute)
+	t.Logf("the replacement pod replicates the new master %s after the delete", time.Since(start).Round(time.Millisecond))
+	for _, p := range redis {
+		requireValue(t, p.Status.PodIP, password, "habring:e2e", "written through redis-master")
+	}
+}
+
+// requireReplication waits until the leader's Redis is a master with n-1 replicas and
+// every other ready redis pod's Redis is a connected replica of it.
+func requireReplication(t *testing.T, e *environment, ns string, leader corev1.Pod, password string, n int, timeout time.Duration) {
+	t.Helper()
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		role, err := harness.Role(t.Context(), leader.Status.PodIP, password)
+		require.NoError(c, err)
+		require.Equal(c, "master", role.Role, "leader %s", leader.Name)
+		assert.Len(c, role.Replicas, n-1, "replicas of the master")
+		list, err := e.client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=redis"})
+		require.NoError(c, err)
+		for _, p := range list.Items {
+			if p.Name == leader.Name || p.DeletionTimestamp != nil || !harness.PodReady(&p) {
+				continue
+			}
+			r, err := harness.Role(t.Context(), p.Status.PodIP, password)
+			require.NoError(c, err, "pod %s", p.Name)
+			assert.Equal(c, "slave", r.Role, "pod %s", p.Name)
+			assert.Equal(c, leader.Status.PodIP+":6379", r.Master, "pod %s replicates the leader", p.Name)
+			assert.Equal(c, "connected", r.Link, "pod %s", p.Name)
+		}
+	}, timeout, 200*time.Millisecond)
+}
+
+// requireValue reads key from the Redis at ip and wants value.
+func requireValue(t *testing.T, ip, password, key, value string) {
+	t.Helper()
+	c := harness.Redis(ip, password)
+	defer func() { _ = c.Close() }()
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		got, err := c.Get(t.Context(), key).Result()
+		require.NoError(ct, err, "GET %s at %s", key, ip)
+		assert.Equal(ct, value, got, "at %s", ip)
+	}, 10*time.Second, 100*time.Millisecond)
 }
 
 // requireOneLeaderNow checks once that a pod other than old is the only one labelled

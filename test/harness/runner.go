@@ -63,6 +63,10 @@ exec '%s' "$@"
 //   - habitat/<name>: an image of core/<name> from `hab pkg export container`, its
 //     init.sh (initScript) starting the double, `hab sup run` on its PATH doing the same,
 //     the container's own file system holding the Supervisor's MEMBER_ID;
+//   - habring/redis: the image of examples/redis (`hab pkg export container habring/redis`),
+//     the same init.sh, the double running that plan's service (HABRING_DOUBLE_PLAN) with
+//     this machine's redis-server, its /hab/svc fresh at each container start as a
+//     container's file system is;
 //   - the labeler image (LabelerImageRepo): habring, and /habring-labeler;
 //   - busybox: this machine's /bin/sh.
 //
@@ -91,12 +95,16 @@ func StartRunner(ctx context.Context, c *cluster.Cluster, bridge *podnet.Bridge,
 	}
 	images := func(ref string) (runner.Image, bool) {
 		repo := runner.Repository(ref)
+		path := "PATH=" + habBin + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 		if name, ok := strings.CutPrefix(repo, "habitat/"); ok && name != "" && !strings.Contains(name, "/") {
 			return runner.Image{Entrypoint: []string{initSh}, Cmd: []string{"run", "core/" + name},
-				Env:       []string{"PATH=" + habBin + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HABRING_IMAGE_PKG=core/" + name},
-				FreshDirs: []string{supervisor.EnvSupRoot}}, true
+				Env: []string{path, "HABRING_IMAGE_PKG=core/" + name}, FreshDirs: []string{supervisor.EnvSupRoot}}, true
 		}
 		switch repo {
+		case RedisImageRepo:
+			return runner.Image{Entrypoint: []string{initSh}, Cmd: []string{"run", RedisImageRepo},
+				Env:       []string{path, "HABRING_IMAGE_PKG=" + RedisImageRepo, supervisor.EnvPlan + "=" + filepath.Join(RepoRoot(), "examples", "redis")},
+				FreshDirs: []string{supervisor.EnvSupRoot, supervisor.EnvSvcRoot}}, true
 		case LabelerImageRepo:
 			return runner.Image{Entrypoint: []string{habring},
 				Files: map[string]string{"/habring": habring, contract.LabelerCommand: LabelerBinary(habring)}}, true

@@ -132,8 +132,7 @@ func TestInstall(t *testing.T) {
 	_, err = client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop",
 		Labels: map[string]string{contract.LabelInject: contract.InjectEnabled}, Annotations: runner.NamespaceAnnotations()}}, metav1.CreateOptions{})
 	require.NoError(t, err)
-	_, err = client.CoreV1().Secrets("shop").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "ring-key"},
-		StringData: map[string]string{"ring-key": "SYM-SEC-1\nmain-20261201000000\n\nc2VjcmV0IG9mIHRoZSBoZWxtIHJpbmc="}}, metav1.CreateOptions{})
+	_, err = harness.ExampleSecrets(ctx, client, "shop")
 	require.NoError(t, err)
 	for _, f := range []string{"examples/labeler-rolebinding.yaml", "examples/ring.yaml"} {
 		require.NoError(t, harness.ApplyFile(ctx, c.Config, f, "shop"), f)
