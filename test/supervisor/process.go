@@ -97,6 +97,12 @@ func (p *process) stop(timeout time.Duration) {
 	_ = syscall.Kill(pgid, syscall.SIGKILL) // what it left in its group
 }
 
+// kill sends SIGKILL to the process group and waits.
+func (p *process) kill() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.exited
+}
+
 // ErrHookTimeout is why a hook that ran too long failed.
 var ErrHookTimeout = errors.New("hook timed out")
 

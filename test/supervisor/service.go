@@ -49,6 +49,7 @@ type Service struct {
 	mu          sync.Mutex
 	proc        *process
 	initialized bool
+	stopped     bool // the Supervisor is shutting down: no tick starts it again
 	health      string
 	lastStatus  string // the election status hooks last waited on (for the log)
 	restarts    int    // starts of the run hook after the first
@@ -182,6 +183,7 @@ func (v *Service) executeHooks(u templateUpdate) {
 	defer v.mu.Unlock()
 	_, haveReconfigure := v.plan.Hooks[HookReconfigure]
 	switch {
+	case v.stopped:
 	case !v.initialized:
 		v.startLocked()
 	case v.proc == nil || !v.proc.running():
@@ -241,16 +243,19 @@ func (v *Service) stopLocked() {
 func (v *Service) kill() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.stopped = true
 	if v.proc != nil {
-		v.proc.stop(0)
+		v.proc.kill()
 		v.proc = nil
 	}
 }
 
-// Stop stops the service for good (the Supervisor shutting down).
+// Stop stops the service for good (the Supervisor shutting down): no later tick starts it
+// again, as the real Supervisor leaves its main loop before it stops its services.
 func (v *Service) Stop() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.stopped = true
 	v.stopLocked()
 }
 

@@ -177,3 +177,32 @@ func TestButterflyTimers(t *testing.T) {
 	assert.GreaterOrEqual(t, confirmed-suspected, 9*time.Second, "3 protocol periods of suspicion (9.3 s)")
 	assert.GreaterOrEqual(t, confirmed, 10*time.Second)
 }
+
+// SIGTERM departs the member first, then stops its service (SIGTERM to the run hook), and
+// nothing starts it again (manager.rs: the main loop ends, set_departed, then
+// stop_service_future); SIGKILL of the Supervisor takes its service with it.
+func TestShutdownDepartsThenStopsTheService(t *testing.T) {
+	t.Parallel()
+	plan := startsPlan(t, false)
+	n := newNet()
+	roots := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	s1 := n.start(t, 1, "", map[string]string{EnvPlan: plan, EnvSvcRoot: roots[0]})
+	s2 := n.start(t, 2, "", map[string]string{EnvPlan: plan, EnvSvcRoot: roots[1]}, "--peer="+s1.ip)
+	s3 := n.start(t, 3, "", map[string]string{EnvPlan: plan, EnvSvcRoot: roots[2]}, "--peer="+s1.ip)
+	varDir := func(i int) string { return filepath.Join(roots[i], "redis", "var") }
+	for i := range 3 {
+		waitLines(t, filepath.Join(varDir(i), "starts"), 1) // standalone: started at the first tick
+	}
+	eventually(t, "s1 sees s2", func() bool { return healths(s1)[s2.ID()] == Alive })
+
+	require.NoError(t, s2.Depart(time.Second))
+	assert.Equal(t, []string{"stop"}, lines(t, filepath.Join(varDir(1), "stops")), "the run hook got SIGTERM")
+	eventually(t, "s1 sees s2 departed", func() bool { return healths(s1)[s2.ID()] == Departed })
+	time.Sleep(1500 * time.Millisecond)
+	assert.Len(t, lines(t, filepath.Join(varDir(1), "starts")), 1, "not started again while shutting down")
+	assert.Equal(t, "down", s2.svc.Status().Process.State)
+
+	s3.Kill()
+	assert.Equal(t, "down", s3.svc.Status().Process.State)
+	assert.Nil(t, lines(t, filepath.Join(varDir(2), "stops")), "killed, not stopped")
+}

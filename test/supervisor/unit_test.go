@@ -56,6 +56,20 @@ func TestParse(t *testing.T) {
 		require.Equal(t, "/var/run/habring/peers", o.PeerWatchFile)
 		require.True(t, o.Permanent)
 		require.Equal(t, "standalone", o.Topology)
+		require.Equal(t, DefaultHealthCheckInterval, o.HealthCheckInterval)
+		require.Empty(t, o.PlanDir, "no plan: no service runs")
+	})
+	t.Run("a service: its plan, directories, user config and health check interval", func(t *testing.T) {
+		t.Parallel()
+		o, err := Parse(t.Context(), []string{"run", "habring/redis-cache", "--health-check-interval", "5"},
+			env(EnvPlan, "/plans/redis", EnvSvcRoot, "/tmp/svc", "HAB_REDIS_CACHE", "port = 1"), dns)
+		require.NoError(t, err)
+		require.Equal(t, "/plans/redis", o.PlanDir)
+		require.Equal(t, "/tmp/svc", o.SvcRoot)
+		require.Equal(t, DefaultUserRoot, o.UserRoot)
+		require.Equal(t, "port = 1", o.UserEnv)
+		require.Equal(t, 5*time.Second, o.HealthCheckInterval)
+		require.False(t, o.FastTimers)
 	})
 	errs := map[string]struct {
 		args []string
@@ -68,6 +82,7 @@ func TestParse(t *testing.T) {
 		"peer and watch file":               {args: []string{"run", "core/redis", "--peer=10.0.0.1", "--peer-watch-file=/x"}, want: ErrUsage},
 		"topology":                          {args: []string{"run", "core/redis", "--topology=leaderless"}, want: ErrUsage},
 		"IPv6 peer":                         {args: []string{"run", "core/redis", "--peer=[::1]:9638"}, want: ErrUsage},
+		"health check interval":             {args: []string{"run", "core/redis", "--health-check-interval=5s"}, want: ErrUsage},
 	}
 	for name, tc := range errs {
 		t.Run(name, func(t *testing.T) {
