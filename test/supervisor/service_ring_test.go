@@ -158,6 +158,18 @@ func TestButterflyTimers(t *testing.T) {
 	for _, s := range []*sup{s1, s2, s3} {
 		eventually(t, "all three alive", func() bool { return len(alive(s)) == 3 })
 	}
+	// A departure is known at once, never taken for a death.
+	s4 := n.start(t, 4, "", habitat, "--peer="+s1.ip)
+	eventually(t, "s1 sees s4", func() bool { return healths(s1)[s4.ID()] == Alive })
+	require.NoError(t, s4.Depart(time.Second))
+	var seen []Health
+	require.Eventually(t, func() bool {
+		h := healths(s1)[s4.ID()]
+		seen = append(seen, h)
+		return h == Departed
+	}, 3*time.Second, 5*time.Millisecond, "s1 learns the departure at once")
+	assert.NotContains(t, seen, Suspect, "a departing member taken for dead")
+
 	killed := time.Now()
 	s3.Kill()
 	var suspected, confirmed time.Duration

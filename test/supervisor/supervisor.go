@@ -209,6 +209,17 @@ func (s *Supervisor) Depart(timeout time.Duration) error {
 	self.Health = Departed
 	s.table.SetSelf(self)
 	s.broadcast(rumor{Member: &self})
+	// Gossip alone goes out once a second: a Supervisor that stops right after could leave
+	// before its departure did, and be taken for dead (Suspect, then Confirmed and counted
+	// in the quorum). The real one keeps gossiping while it stops its services; the double
+	// tells every member it reaches directly.
+	if b, err := json.Marshal(rumor{Member: &self}); err == nil {
+		for _, n := range s.ml.Members() {
+			if n.Name != self.ID {
+				_ = s.ml.SendReliable(n, b)
+			}
+		}
+	}
 	err := s.ml.Leave(timeout)
 	// Departed first, then the services stopped: manager.rs's shutdown does it in this
 	// order, so the ring elects a new leader while the old one's service still runs.
