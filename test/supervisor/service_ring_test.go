@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +35,9 @@ func ringLeader(s *sup) string {
 // Suitability decides an election before the member id (butterfly Election::merge). A
 // service not yet initialized answers 0 (Service::suitability), and a leader-topology
 // service is initialized only once an election finishes, so the FIRST election of a ring
-// is always won by the largest id; suitability decides the elections after it.
+// is won by the largest id among the members it saw; suitability decides the elections
+// after it. The suitabilities fall as the ids rise, so whichever member leads first, the
+// re-election without it goes to the smaller id of the two left.
 func TestSuitabilityRanksCandidatesBeforeTheMemberID(t *testing.T) {
 	t.Parallel()
 	plan := writePlan(t, map[string]string{"hooks/run": "#!/bin/sh\nexec sleep 600\n",
@@ -48,18 +51,29 @@ func TestSuitabilityRanksCandidatesBeforeTheMemberID(t *testing.T) {
 		}
 		return n.start(t, i, rootWithID(t, fixedID(i)), env, args...)
 	}
-	// Member 1 is the most suitable and has the smallest id; member 3 the largest id.
 	s1 := start(1, 300)
 	s2 := start(2, 200, s1.ip)
 	s3 := start(3, 100, s1.ip, s2.ip)
-	for _, s := range []*sup{s1, s2, s3} {
-		eventually(t, "first election: the largest id", func() bool { return ringLeader(s) == fixedID(3) })
+	sups := []*sup{s1, s2, s3}
+	first := leaderIndex(t, sups)
+	sups[first].Kill()
+	rest := slices.Delete(slices.Clone(sups), first, first+1) // by id, smallest first
+	for _, s := range rest {
+		eventually(t, "re-election: the most suitable, not the largest id", func() bool { return ringLeader(s) == rest[0].ID() })
 	}
-	s3.Kill()
-	for _, s := range []*sup{s1, s2} {
-		eventually(t, "re-election: the most suitable, not the largest id", func() bool { return ringLeader(s) == fixedID(1) })
-	}
-	assert.Equal(t, uint64(300), s1.table.Self().Suitability)
+	assert.Equal(t, []uint64{300, 200, 100}[slices.Index(sups, rest[0])], rest[0].table.Self().Suitability, "its hook's answer")
+}
+
+// leaderIndex waits until every member agrees on one leader and returns its index.
+func leaderIndex(t *testing.T, sups []*sup) int {
+	t.Helper()
+	i := -1
+	eventually(t, "one leader, agreed", func() bool {
+		l := ringLeader(sups[0])
+		i = slices.IndexFunc(sups, func(s *sup) bool { return s.ID() == l })
+		return i >= 0 && !slices.ContainsFunc(sups, func(s *sup) bool { return ringLeader(s) != l })
+	})
+	return i
 }
 
 // The row of the facts marked unverified: "a member about to become leader may render its
@@ -90,9 +104,10 @@ func TestNewLeaderActsOnItsRoleOnceTheElectionFinishes(t *testing.T) {
 				sups = append(sups, n.start(t, i, rootWithID(t, fixedID(i)), map[string]string{EnvPlan: plan, EnvSvcRoot: root},
 					append([]string{"--topology=leader"}, peers...)...))
 			}
-			for _, s := range sups {
-				eventually(t, "member 3 leads", func() bool { return ringLeader(s) == fixedID(3) })
-			}
+			old := leaderIndex(t, sups)
+			// The re-election goes to the larger id of the two left; the other follows.
+			rest := slices.Delete([]int{0, 1, 2}, old, old+1)
+			next, other := rest[1], rest[0]
 			role := func(i int) string {
 				return strings.TrimSpace(read(t, filepath.Join(svcRoots[i], "redis", "config", "role.conf")))
 			}
@@ -100,39 +115,39 @@ func TestNewLeaderActsOnItsRoleOnceTheElectionFinishes(t *testing.T) {
 			for i := range 3 {
 				waitLines(t, filepath.Join(varDir(i), "starts"), 1)
 			}
-			require.Equal(t, "follower of "+sups[2].ip, role(1))
+			require.Equal(t, "follower of "+sups[old].ip, role(next))
 
-			// Kill the leader; member 2 wins the re-election (the larger id left). Until its
-			// election is finished, it renders what it rendered before.
-			sups[2].Kill()
+			// Kill the leader. Until its election is finished, the next leader renders what it
+			// rendered before.
+			sups[old].Kill()
 			var seen []string
 			require.Eventually(t, func() bool {
-				st, _ := leaderOf(sups[1])
-				r := role(1)
+				st, _ := leaderOf(sups[next])
+				r := role(next)
 				if len(seen) == 0 || seen[len(seen)-1] != st+": "+r {
 					seen = append(seen, st+": "+r)
 				}
-				return ringLeader(sups[1]) == fixedID(2)
+				return ringLeader(sups[next]) == sups[next].ID()
 			}, 20*time.Second, 5*time.Millisecond)
 			for _, s := range seen[:len(seen)-1] {
 				assert.NotContains(t, s, "leader\n", "before the election finished: %v", seen)
-				assert.True(t, strings.HasSuffix(s, "follower of "+sups[2].ip) || strings.HasPrefix(s, ElectionFinished), "sticky flags: %v", seen)
+				assert.True(t, strings.HasSuffix(s, "follower of "+sups[old].ip) || strings.HasPrefix(s, ElectionFinished), "sticky flags: %v", seen)
 			}
-			eventually(t, "member 2's role file says leader", func() bool { return role(1) == "leader" })
-			eventually(t, "member 1 follows member 2", func() bool { return role(0) == "follower of "+sups[1].ip })
+			eventually(t, "the new leader's role file says leader", func() bool { return role(next) == "leader" })
+			eventually(t, "the other follows it", func() bool { return role(other) == "follower of "+sups[next].ip })
 			if reconfigure {
-				waitLines(t, filepath.Join(varDir(1), "reconfigures"), 1)
-				waitLines(t, filepath.Join(varDir(0), "reconfigures"), 1)
-				assert.Equal(t, []string{"leader"}, lines(t, filepath.Join(varDir(1), "reconfigures")))
-				assert.Equal(t, []string{"follower of " + sups[1].ip}, lines(t, filepath.Join(varDir(0), "reconfigures")))
-				assert.Len(t, lines(t, filepath.Join(varDir(1), "starts")), 1, "no restart")
+				waitLines(t, filepath.Join(varDir(next), "reconfigures"), 1)
+				waitLines(t, filepath.Join(varDir(other), "reconfigures"), 1)
+				assert.Equal(t, []string{"leader"}, lines(t, filepath.Join(varDir(next), "reconfigures")))
+				assert.Equal(t, []string{"follower of " + sups[next].ip}, lines(t, filepath.Join(varDir(other), "reconfigures")))
+				assert.Len(t, lines(t, filepath.Join(varDir(next), "starts")), 1, "no restart")
 				return
 			}
-			waitLines(t, filepath.Join(varDir(1), "starts"), 2)
-			waitLines(t, filepath.Join(varDir(0), "starts"), 2)
+			waitLines(t, filepath.Join(varDir(next), "starts"), 2)
+			waitLines(t, filepath.Join(varDir(other), "starts"), 2)
 			time.Sleep(1500 * time.Millisecond) // a tick or two more: exactly one restart each
-			assert.Len(t, lines(t, filepath.Join(varDir(1), "starts")), 2)
-			assert.Len(t, lines(t, filepath.Join(varDir(0), "starts")), 2)
+			assert.Len(t, lines(t, filepath.Join(varDir(next), "starts")), 2)
+			assert.Len(t, lines(t, filepath.Join(varDir(other), "starts")), 2)
 		})
 	}
 }
@@ -167,7 +182,7 @@ func TestButterflyTimers(t *testing.T) {
 		h := healths(s1)[s4.ID()]
 		seen = append(seen, h)
 		return h == Departed
-	}, 3*time.Second, 5*time.Millisecond, "s1 learns the departure at once")
+	}, 3*time.Second, 5*time.Millisecond, "s1 learns the departure at once: %v", &seen)
 	assert.NotContains(t, seen, Suspect, "a departing member taken for dead")
 
 	killed := time.Now()

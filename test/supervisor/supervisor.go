@@ -216,7 +216,9 @@ func (s *Supervisor) Depart(timeout time.Duration) error {
 	if b, err := json.Marshal(rumor{Member: &self}); err == nil {
 		for _, n := range s.ml.Members() {
 			if n.Name != self.ID {
-				_ = s.ml.SendReliable(n, b)
+				if err := s.ml.SendReliable(n, b); err != nil {
+					s.log.Warn("departure not sent", "to", n.Name, "err", err)
+				}
 			}
 		}
 	}
