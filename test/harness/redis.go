@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -27,6 +28,7 @@ type RedisRole struct {
 	Replicas []string // a master's replicas, IP:port
 }
 
+// String is the role as the demo table shows it.
 func (r RedisRole) String() string {
 	if r.Role == "master" {
 		return fmt.Sprintf("master of %d", len(r.Replicas))
@@ -45,7 +47,7 @@ func Role(ctx context.Context, ip, password string) (RedisRole, error) {
 		return RedisRole{}, err
 	}
 	if len(v) == 0 {
-		return RedisRole{}, fmt.Errorf("ROLE: empty reply")
+		return RedisRole{}, errors.New("ROLE: empty reply")
 	}
 	r := RedisRole{Role: fmt.Sprint(v[0])}
 	switch {
