@@ -268,8 +268,11 @@ func TestWatchFileMemberRestartedInPlaceRejoins(t *testing.T) {
 			}
 		}
 	}, time.Minute, 100*time.Millisecond)
-	after, err := harness.Gateway[supervisor.Census](t.Context(), pods[0].Status.PodIP, "/census")
-	require.NoError(t, err)
+	var after supervisor.Census
+	require.EventuallyWithT(t, func(c *assert.CollectT) { // running: its gateway listens a moment later
+		after, err = harness.Gateway[supervisor.Census](t.Context(), pods[0].Status.PodIP, "/census")
+		require.NoError(c, err)
+	}, 30*time.Second, 100*time.Millisecond)
 	require.NotEqual(t, before.LocalMemberID, after.LocalMemberID, "the restarted container is a new member (fresh file system)")
 	requireOneRing(t, pods, 2*time.Minute)
 	t.Logf("redis-0's Supervisor killed: restarted and back in the one ring %s later", time.Since(start).Round(time.Millisecond))
