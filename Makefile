@@ -84,6 +84,10 @@ demo: cluster-build redis-server ## local control plane + habring + the HA Redis
 chaos: cluster-build ## break running rings side by side: habring (args, watch-file) vs the bootstrap StatefulSet (needs root; ~8 min; CHAOSFLAGS=--help)
 	$(GO) run ./test/chaos/cmd/chaos $(CHAOSFLAGS)
 
+.PHONY: failover
+failover: cluster-build redis-server ## a Redis failover measured like Jepsen, habring beside the bootstrap StatefulSet (needs root; FAILOVERFLAGS=--help)
+	$(GO) run ./test/failover/cmd/failover $(FAILOVERFLAGS)
+
 .PHONY: demo-down
 demo-down: ## stop what make demo started
 	@if [ -f $(DEMO_DIR)/pid ] && kill -TERM $$(cat $(DEMO_DIR)/pid) 2>/dev/null; then \
