@@ -155,6 +155,7 @@ type supervisor struct {
 	mu    sync.Mutex
 	body  []byte // nil: gateway down (503)
 	reads int
+	srv   *httptest.Server
 }
 
 func (s *supervisor) set(t *testing.T, file string) {
@@ -206,6 +207,7 @@ func runLabeler(t *testing.T, census string, client kubernetes.Interface, pod st
 	sup = &supervisor{}
 	sup.set(t, census)
 	srv := httptest.NewServer(sup)
+	sup.srv = srv
 	t.Cleanup(srv.Close)
 	cfg := Defaults()
 	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = srv.URL, pod, "shop", "127.0.0.1:0"
@@ -287,6 +289,28 @@ func TestRoleFollowsCensus(t *testing.T) {
 	untouched, err := client.CoreV1().Pods("shop").Get(t.Context(), "redis-0", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Empty(t, untouched.Labels)
+}
+
+// A gateway that refuses connections is a Supervisor that is not running (its pod's
+// 127.0.0.1:9631 has no listener): the leader label comes off at the next read, not after
+// --stale-after, so a Service selecting the leader leaves a dead one at once. (An answer
+// that fails, as above, keeps the label until --stale-after.)
+func TestLeaderLabelOffWhenTheSupervisorIsGone(t *testing.T) {
+	t.Parallel()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-1", Namespace: "shop"}}
+	client := fake.NewClientset(pod)
+	l, sup, clk, stop := runLabeler(t, "census_leader.json", client, "redis-1", nil, nil)
+	defer stop()
+	role := func() string {
+		p, err := client.CoreV1().Pods("shop").Get(t.Context(), "redis-1", metav1.GetOptions{})
+		require.NoError(t, err)
+		return p.Labels[contract.LabelRole]
+	}
+	require.Eventually(t, func() bool { return role() == contract.RoleLeader }, 5*time.Second, time.Millisecond)
+	sup.srv.Close() // the Supervisor's process is gone: connection refused
+	require.Eventually(t, clk.HasWaiters, 5*time.Second, time.Millisecond)
+	clk.Step(2 * l.cfg.Interval) // one read, far before --stale-after
+	require.Eventually(t, func() bool { return role() == contract.RoleNone }, 5*time.Second, time.Millisecond)
 }
 
 func TestKeepsExistingLabelWithoutWriting(t *testing.T) {

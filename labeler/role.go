@@ -3,7 +3,9 @@ package labeler
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -50,7 +52,14 @@ func (l *Labeler) keepRole(ctx context.Context) {
 			}
 			failing = true
 			want = current
-			if l.clock.Since(lastOK) >= l.cfg.StaleAfter {
+			switch {
+			case current == contract.RoleLeader && errors.Is(err, syscall.ECONNREFUSED):
+				// Nothing listens on this pod's gateway: its Supervisor is not running, so it
+				// leads nothing (one restarted in place is a new member). Keeping the label
+				// for --stale-after would keep redis-master on a dead service that long.
+				l.log.Warn("the Supervisor's gateway refuses connections: it is not running; leader label off", "err", err)
+				want = contract.RoleNone
+			case l.clock.Since(lastOK) >= l.cfg.StaleAfter:
 				want = contract.RoleNone
 				joined.set(ctx, false, "SupervisorUnreachable", "the Supervisor's /census has not answered for "+l.cfg.StaleAfter.String())
 			}
