@@ -86,6 +86,16 @@ var Scenarios = []Scenario{
 	}},
 }
 
+// Named is the scenario called name.
+func Named(name string) (Scenario, bool) {
+	for _, s := range Scenarios {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Scenario{}, false
+}
+
 // Result is one trial of one scenario against one setup.
 type Result struct {
 	Scenario, Setup string
