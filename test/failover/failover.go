@@ -446,7 +446,9 @@ func (w *workload) result(ctx context.Context, res Result) Result {
 		key := "habring:failover:" + strings.ReplaceAll(mode, " ", "")
 		lost := 0
 		for _, p := range pods {
-			c := harness.Redis(p.Status.PodIP, w.r.password)
+			// A set of a million members takes a while to send: not harness.Redis's 2 s.
+			c := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(p.Status.PodIP, "6379"), Password: w.r.password,
+				MaxRetries: -1, DialTimeout: 2 * time.Second, ReadTimeout: time.Minute})
 			members, err := c.SMembers(ctx, key).Result()
 			_ = c.Close()
 			if err != nil {
