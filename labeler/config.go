@@ -19,7 +19,9 @@ type Config struct {
 	Gateway string
 	// GatewayToken is HAB_SUP_GATEWAY_AUTH_TOKEN (from the environment, never a flag).
 	GatewayToken string
-	// Interval between census reads (default 5s), jittered by up to 20%.
+	// Interval between census reads (default 1s), jittered by up to 20%. A read is a GET
+	// on the pod's own loopback (no API server request), so the label can follow an
+	// election within about a second; the leader's label costs no request per read.
 	Interval time.Duration
 	// StaleAfter is how long the last label is kept while the gateway fails (default 30s);
 	// after that the label becomes "none", so a dead leader never stays "leader".
@@ -49,7 +51,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		Gateway:       fmt.Sprintf("http://127.0.0.1:%d", contract.GatewayPort),
-		Interval:      5 * time.Second,
+		Interval:      time.Second,
 		StaleAfter:    30 * time.Second,
 		LeaseDuration: 15 * time.Second,
 		MaxPeers:      contract.DefaultMaxPeers,

@@ -120,8 +120,9 @@ func (f *fence) poke() {
 // otherLeaders names the other pods of the ring labelled leader that belong to group:
 // those whose address is a member of the group in the census (a pod whose Supervisor the
 // census does not know is another group's). With no addresses in the census, every other
-// pod of the ring labelled leader counts: safety first.
-func (l *Labeler) otherLeaders(ctx context.Context, c *Census, group string) ([]string, error) {
+// pod of the ring labelled leader counts, and members is false: such a pod may lead
+// another group, so its label is waited for, never taken off.
+func (l *Labeler) otherLeaders(ctx context.Context, c *Census, group string) (pods []string, members bool, err error) {
 	ips := map[string]bool{}
 	for _, m := range c.Groups[group].Population {
 		if m.Sys.IP != "" {
@@ -134,18 +135,17 @@ func (l *Labeler) otherLeaders(ctx context.Context, c *Census, group string) ([]
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	pods, err := l.api.ListPods(ctx, sel)
+	list, err := l.api.ListPods(ctx, sel)
 	if err != nil {
-		return nil, fmt.Errorf("list the pods labelled leader: %w", err)
+		return nil, false, fmt.Errorf("list the pods labelled leader: %w", err)
 	}
-	var out []string
-	for _, p := range pods {
+	for _, p := range list {
 		if p.Metadata.Name == l.cfg.PodName {
 			continue
 		}
 		if len(ips) == 0 || ips[p.Status.PodIP] {
-			out = append(out, p.Metadata.Name)
+			pods = append(pods, p.Metadata.Name)
 		}
 	}
-	return out, nil
+	return pods, len(ips) > 0, nil
 }

@@ -10,12 +10,14 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -199,6 +201,15 @@ func tick(t *testing.T, clk *testingclock.FakeClock, sup *supervisor, d time.Dur
 		"the census loop did not read again after %s", d)
 }
 
+// scrape is the labeler's /metrics.
+func scrape(t *testing.T, l *Labeler) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	l.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	require.Equal(t, http.StatusOK, rec.Code)
+	return rec.Body.String()
+}
+
 // runLabeler starts a labeler of pod in namespace shop on a fake clock (step it with
 // tick), against a census gateway serving census (switch it with sup.set). stop cancels
 // it and checks it returned cleanly.
@@ -214,7 +225,7 @@ func runLabeler(t *testing.T, census string, client kubernetes.Interface, pod st
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	require.NoError(t, cfg.Validate()) // interval 5s, stale after 30s: on the fake clock
+	require.NoError(t, cfg.Validate()) // interval 1s, stale after 30s: on the fake clock
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -245,7 +256,8 @@ func TestRoleFollowsCensus(t *testing.T) {
 	})
 	written := func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), writes...) }
 
-	l, sup, clk, stop := runLabeler(t, "census_follower.json", client, "redis-1", nil, nil)
+	// At a 5 s interval, so the backoff's steps below are far apart from --stale-after.
+	l, sup, clk, stop := runLabeler(t, "census_follower.json", client, "redis-1", nil, func(c *Config) { c.Interval = 5 * time.Second })
 	cfg := l.cfg
 
 	label := func(role string) string { return `redis-1: {"metadata":{"labels":{"habitat.sh/role":"` + role + `"}}}` }
@@ -402,10 +414,10 @@ func TestPeerFile(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
 	c := Defaults()
-	c.Gateway, c.StaleAfter, c.PeerWatchFile, c.MaxPeers = "127.0.0.1:9631", time.Second, "/x", 0
+	c.Gateway, c.StaleAfter, c.PeerWatchFile, c.MaxPeers = "127.0.0.1:9631", 500*time.Millisecond, "/x", 0
 	require.EqualError(t, c.Validate(), strings.Join([]string{
 		`--gateway "127.0.0.1:9631": want an http:// URL`,
-		"--stale-after 1s: want at least --interval (5s)",
+		"--stale-after 500ms: want at least --interval (1s)",
 		"--pod-name and --namespace are required (the webhook sets HABRING_POD_NAME and HABRING_POD_NAMESPACE from the downward API)",
 		"--peer-watch-file needs --ring",
 		"--max-peers 0: want at least 1",
@@ -420,11 +432,12 @@ func TestConfigValidate(t *testing.T) {
 	require.NoError(t, c.Validate())
 }
 
-// Fencing: the census says this pod leads, and it wins the Lease, but another pod of the
+// Fencing: the census says this pod leads and it wins the Lease, but another pod of the
 // group (its address is in the census) still carries the leader label, as when that pod's
-// labeler was killed: this one waits, labelled none, until the other pod is gone. A pod of
-// another group labelled leader (its address unknown to the census) does not hold it up.
-func TestLeaderWaitsWhileAnotherPodIsLabelledLeader(t *testing.T) {
+// labeler was killed or cut off from the API server: holding the Lease, this labeler takes
+// that label off, then labels its own pod. A pod of another group labelled leader (its
+// address unknown to the census) is left alone. Once labelled, it lists nobody per read.
+func TestLeaderTakesAStaleLeaderLabelOff(t *testing.T) {
 	t.Parallel()
 	ringPod := func(name, ip, role string) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop",
@@ -432,22 +445,42 @@ func TestLeaderWaitsWhileAnotherPodIsLabelledLeader(t *testing.T) {
 	}
 	client := fake.NewClientset(ringPod("redis-1", "10.244.1.11", ""), ringPod("redis-0", "10.244.3.13", contract.RoleLeader),
 		ringPod("web-0", "10.244.9.9", contract.RoleLeader))
+	var mu sync.Mutex
+	var order []string // label writes and pod lists, in order
+	client.PrependReactor("*", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch a := a.(type) {
+		case k8stesting.PatchAction:
+			order = append(order, a.GetName()+" "+string(a.GetPatch()))
+		case k8stesting.ListAction:
+			order = append(order, "list")
+		}
+		return false, nil, nil
+	})
+	seen := func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(order) }
 	l, sup, clk, stop := runLabeler(t, "census_leader.json", client, "redis-1", nil, func(c *Config) { c.Ring = "main" })
-	cfg := l.cfg
 	role := func(name string) string {
 		p, err := client.CoreV1().Pods("shop").Get(t.Context(), name, metav1.GetOptions{})
 		require.NoError(t, err)
 		return p.Labels[contract.LabelRole]
 	}
-	require.Eventually(t, func() bool { return role("redis-1") == contract.RoleNone }, 5*time.Second, time.Millisecond)
 	require.Eventually(t, func() bool { return l.fence.held("redis.default") }, 5*time.Second, time.Millisecond, "the Lease is won")
-	for range 3 {
-		tick(t, clk, sup, 2*cfg.Interval)
-		require.Equal(t, contract.RoleNone, role("redis-1"), "labelled leader while redis-0 still carries the label")
+	require.Eventually(t, func() bool { return role("redis-1") == contract.RoleLeader }, 5*time.Second, time.Millisecond)
+	assert.Equal(t, contract.RoleNone, role("redis-0"), "the stale leader label of the group")
+	assert.Equal(t, contract.RoleLeader, role("web-0"), "another group's leader is not this labeler's business")
+	label := func(pod, role string) string {
+		return pod + ` {"metadata":{"labels":{"habitat.sh/role":"` + role + `"}}}`
 	}
-	require.NoError(t, client.CoreV1().Pods("shop").Delete(t.Context(), "redis-0", metav1.DeleteOptions{}))
-	tick(t, clk, sup, 2*cfg.Interval)
-	require.Equal(t, contract.RoleLeader, role("redis-1"), "redis-0 is gone: the leader is labelled")
+	writes := slices.DeleteFunc(seen(), func(s string) bool { return s == "list" })
+	require.Equal(t, []string{label("redis-0", "none"), label("redis-1", "leader")}, writes,
+		"the other pod's label comes off before this one's goes on")
+	lists := len(seen()) - len(writes)
+	for range 3 {
+		tick(t, clk, sup, 2*l.cfg.Interval)
+	}
+	assert.Len(t, seen(), len(writes)+lists, "a labelled leader writes and lists nothing while the census stays the same")
+	assert.Contains(t, scrape(t, l), "habring_labeler_stale_leader_labels_removed_total 1")
 	stop()
 }
 
@@ -486,11 +519,7 @@ func TestQuorumMetricsAndEdgeLog(t *testing.T) {
 	var logs syncBuffer
 	l, sup, clk, stop := runLabeler(t, "census_follower.json", client, "redis-1", slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	cfg := l.cfg
-	scrape := func() string {
-		rec := httptest.NewRecorder()
-		l.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-		return rec.Body.String()
-	}
+	scrape := func() string { return scrape(t, l) }
 	tick(t, clk, sup, 2*cfg.Interval)
 	require.Contains(t, scrape(), `habring_labeler_members{group="redis.default",health="alive"} 3`)
 	require.Contains(t, scrape(), `habring_labeler_quorum_margin{group="redis.default"} 1`)

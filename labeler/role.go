@@ -37,7 +37,6 @@ func (l *Labeler) keepRole(ctx context.Context) {
 	failing := false        // in a streak of failed reads: warn once, not every read
 	retry := l.backoff()
 	group := ""     // the service group last decided
-	blockedBy := "" // the other pod labelled leader this one waits for (logged once)
 	atEdge := false // the group's quorum margin is 0 or less (logged once per time it gets there)
 	for {
 		c, role, g, err := l.read(ctx)
@@ -76,7 +75,7 @@ func (l *Labeler) keepRole(ctx context.Context) {
 			atEdge = l.watchQuorum(c, group, atEdge)
 		}
 		if want == contract.RoleLeader {
-			want = l.fenced(ctx, c, group, &blockedBy)
+			want = l.fenced(ctx, c, group, current)
 		}
 		if want != "" && want != current {
 			if err := l.setRole(ctx, want); err != nil {
@@ -130,9 +129,13 @@ func (l *Labeler) watchQuorum(c *Census, group string, atEdge bool) bool {
 	return edge
 }
 
-// fenced is the role to write when the census says leader: leader while the Lease is held
-// and no other pod of the group carries the label, none while waiting for either.
-func (l *Labeler) fenced(ctx context.Context, c *Census, group string, blockedBy *string) string {
+// fenced is the role to write when the census says leader: leader while the Lease is held,
+// none while waiting for it. Holding the Lease makes this labeler the one that may say who
+// leads the group: a leader label left on another pod of the group (its labeler killed,
+// or cut off from the API server so it cannot take it off, and its Lease expired) is taken
+// off first. Waiting for that pod instead would keep the group without a leader label until
+// it is gone or healed, however long that is.
+func (l *Labeler) fenced(ctx context.Context, c *Census, group, current string) string {
 	if group == "" { // a leader label from before this labeler started, and no census yet
 		return contract.RoleNone
 	}
@@ -140,22 +143,29 @@ func (l *Labeler) fenced(ctx context.Context, c *Census, group string, blockedBy
 	if !l.fence.held(group) {
 		return contract.RoleNone
 	}
-	if c == nil { // the census failed: a kept leader label stays only while the Lease is held
+	if c == nil || current == contract.RoleLeader {
+		// The census failed (a kept leader label stays only while the Lease is held), or
+		// the label is on already: it was written holding the Lease, after the others'
+		// came off, and nobody else could have put one on since.
 		return contract.RoleLeader
 	}
-	others, err := l.otherLeaders(ctx, c, group)
+	others, members, err := l.otherLeaders(ctx, c, group)
 	if err != nil {
 		l.log.Warn("cannot tell whether another pod is labelled leader; waiting", "err", err)
 		return contract.RoleNone
 	}
-	if len(others) > 0 {
-		if *blockedBy != others[0] {
-			l.log.Warn("holding the Lease, but another pod is still labelled leader; waiting until it is gone or its labeler takes the label off", "pod", others[0])
-			*blockedBy = others[0]
-		}
+	if len(others) > 0 && !members {
+		l.log.Warn("holding the Lease, but another pod of the ring is labelled leader and the census has no addresses to tell its group; waiting until it is gone", "pod", others[0])
 		return contract.RoleNone
 	}
-	*blockedBy = ""
+	for _, pod := range others {
+		l.log.Warn("holding the Lease, but another pod of the group is still labelled leader: taking its label off", "pod", pod)
+		if err := l.setPodRole(ctx, pod, contract.RoleNone); err != nil && !kube.IsNotFound(err) {
+			l.log.Error("could not take the leader label off the other pod; waiting", "pod", pod, "err", err)
+			return contract.RoleNone
+		}
+		l.metrics.stripped.Inc()
+	}
 	return contract.RoleLeader
 }
 
@@ -189,20 +199,26 @@ func (l *Labeler) ownPod(ctx context.Context) *kube.Pod {
 	return pod
 }
 
-// setRole writes only the role label, with a JSON merge patch: no read-modify-write race
-// with anything else changing the pod.
+// setRole writes only this pod's role label.
 func (l *Labeler) setRole(ctx context.Context, role string) error {
-	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{contract.LabelRole: role}}})
-	if err != nil {
-		return err
-	}
-	err = l.api.PatchPod(ctx, l.cfg.PodName, kube.MergePatch, body)
-	if kube.IsForbidden(err) {
-		return fmt.Errorf("%w (does the pod's service account have the habring-labeler RoleBinding in %s?)", err, l.cfg.Namespace)
-	}
-	if err != nil {
+	if err := l.setPodRole(ctx, l.cfg.PodName, role); err != nil {
 		return err
 	}
 	l.metrics.wrote(role)
 	return nil
+}
+
+// setPodRole writes only the role label of a pod of this namespace, with a JSON merge
+// patch: no read-modify-write race with anything else changing the pod. Another pod's is
+// only ever taken from leader to none (deploy/labeler-policy.yaml allows nothing else).
+func (l *Labeler) setPodRole(ctx context.Context, pod, role string) error {
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{contract.LabelRole: role}}})
+	if err != nil {
+		return err
+	}
+	err = l.api.PatchPod(ctx, pod, kube.MergePatch, body)
+	if kube.IsForbidden(err) {
+		return fmt.Errorf("%w (does the pod's service account have the habring-labeler RoleBinding in %s, and deploy/labeler-policy.yaml its current version?)", err, l.cfg.Namespace)
+	}
+	return err
 }

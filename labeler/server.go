@@ -16,6 +16,9 @@ import (
 type metrics struct {
 	set         *vm.Set
 	censusFails *vm.Counter
+	// stripped counts leader labels this labeler took off other pods while it held the
+	// Lease (their labelers dead or cut off): each is a failover the fence did not wait for.
+	stripped *vm.Counter
 }
 
 func init() { vm.ExposeMetadata(true) } // # TYPE lines, as Prometheus clients write them
@@ -23,6 +26,7 @@ func init() { vm.ExposeMetadata(true) } // # TYPE lines, as Prometheus clients w
 func newMetrics() *metrics {
 	m := &metrics{set: vm.NewSet()}
 	m.censusFails = m.set.NewCounter("habring_labeler_census_failures_total")
+	m.stripped = m.set.NewCounter("habring_labeler_stale_leader_labels_removed_total")
 	return m
 }
 

@@ -225,14 +225,28 @@ func TestLabelersMoveTheLeaderService(t *testing.T) {
 	b, _ := json.Marshal(labels(map[string]string{"team": "storage"}))
 	_, err = e.client.CoreV1().Pods(ns).Patch(t.Context(), "redis-0", types.MergePatchType, b, metav1.PatchOptions{})
 	require.NoError(t, err, "an admin labelling a ring pod")
+	// Another pod's leader label may be taken off (to none), nothing else: a pod of the
+	// ring that never runs (no node), labelled leader by an admin.
+	parked := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "parked", Namespace: ns,
+		Labels: map[string]string{contract.LabelRing: "main", contract.LabelRole: contract.RoleLeader}},
+		Spec: corev1.PodSpec{NodeName: "nowhere", Containers: []corev1.Container{{Name: "c", Image: "parked"}}}}
+	_, err = e.client.CoreV1().Pods(ns).Create(t.Context(), parked, metav1.CreateOptions{})
+	require.NoError(t, err)
+	for _, role := range []string{contract.RoleFollower, ""} {
+		err := mergePatch("parked", labels(map[string]string{contract.LabelRole: role}))
+		require.True(t, apierrors.IsForbidden(err) || apierrors.IsInvalid(err), "another pod's leader label to %q: want denied, got %v", role, err)
+	}
+	require.NoError(t, mergePatch("parked", labels(map[string]string{contract.LabelRole: contract.RoleNone})), "another pod's leader label off")
+	require.NoError(t, e.client.CoreV1().Pods(ns).Delete(t.Context(), "parked", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}))
 	for name, tc := range map[string]struct {
 		pod  string
 		body map[string]any
 	}{
-		"another pod's role": {pod: "redis-0", body: labels(map[string]string{contract.LabelRole: contract.RoleLeader})},
-		"another label":      {pod: "redis-1", body: labels(map[string]string{"app": "hijacked"})},
-		"an annotation":      {pod: "redis-1", body: map[string]any{"metadata": map[string]any{"annotations": map[string]string{"x": "y"}}}},
-		"the spec":           {pod: "redis-1", body: map[string]any{"spec": map[string]any{"activeDeadlineSeconds": 5}}},
+		"another pod's role":     {pod: "redis-0", body: labels(map[string]string{contract.LabelRole: contract.RoleLeader})},
+		"another pod's role off": {pod: "redis-0", body: labels(map[string]string{contract.LabelRole: contract.RoleNone})},
+		"another label":          {pod: "redis-1", body: labels(map[string]string{"app": "hijacked"})},
+		"an annotation":          {pod: "redis-1", body: map[string]any{"metadata": map[string]any{"annotations": map[string]string{"x": "y"}}}},
+		"the spec":               {pod: "redis-1", body: map[string]any{"spec": map[string]any{"activeDeadlineSeconds": 5}}},
 	} {
 		err := mergePatch(tc.pod, tc.body)
 		require.True(t, apierrors.IsForbidden(err) || apierrors.IsInvalid(err), "%s: want denied, got %v", name, err)
@@ -243,9 +257,9 @@ func TestLabelersMoveTheLeaderService(t *testing.T) {
 // Fencing, against the real API server with pod-bound tokens and deploy/'s RBAC and
 // policies: two Supervisors both claim the group (both censuses name their own member
 // leader). At no instant do two pods carry the leader label (a watch sees every change).
-// The labelled leader's labeler is killed (SIGKILL, its label left behind) and its pod
-// deleted: the other pod is labelled once the dead one's Lease runs out and its pod is
-// gone, and never before.
+// The labelled leader's labeler is killed (SIGKILL, its label left behind): once the dead
+// one's Lease runs out, the other pod's labeler takes that label off (the policy lets a
+// pod take another's leader label off, nothing else) and labels its own pod; never before.
 func TestLabelersFenceTheLeader(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
@@ -310,16 +324,20 @@ func TestLabelersFenceTheLeader(t *testing.T) {
 
 	require.NoError(t, labelers[first].cmd.Process.Kill(), "SIGKILL the leader's labeler: its label stays")
 	start := time.Now()
-	time.Sleep(4 * time.Second) // past the dead labeler's Lease (3s): still its label alone
-	require.Equal(t, []string{first}, labelled(), "the other pod took the label while %s still carried it", first)
-	require.NoError(t, e.client.CoreV1().Pods(ns).Delete(t.Context(), first, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}))
 	other := pods[0].Name
 	if other == first {
 		other = pods[1].Name
 	}
+	// Its Lease (3 s) runs out; the other pod's labeler, holding it then, takes the dead
+	// one's label off and labels its own pod, in that order.
 	require.Eventually(t, func() bool { return slices.Equal(labelled(), []string{other}) }, 30*time.Second, 50*time.Millisecond,
 		"%s never labelled leader (labelled: %v)", other, labelled())
-	t.Logf("leader's labeler killed: %s labelled leader %s later (its pod deleted after 4 s)", other, time.Since(start).Round(10*time.Millisecond))
+	took := time.Since(start)
+	require.GreaterOrEqual(t, took, 2*time.Second, "labelled before the dead labeler's Lease (3 s, renewed every 0.5 s) ran out")
+	t.Logf("leader's labeler killed: its label taken off and %s labelled leader %s later", other, took.Round(10*time.Millisecond))
+	dead, err := e.client.CoreV1().Pods(ns).Get(t.Context(), first, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, contract.RoleNone, dead.Labels[contract.LabelRole], "the dead labeler's pod")
 	mu.Lock()
 	require.Equal(t, 1, most, "two pods were labelled leader at once")
 	mu.Unlock()
