@@ -30,9 +30,9 @@ type Stack struct {
 
 // StartStack starts a Stack with its state, logs and binaries under dir. Pods run as
 // processes in network namespaces: it needs root, iproute2 and util-linux.
-func StartStack(ctx context.Context, dir string, controllerQPS int, progress io.Writer, webhookArgs ...string) (s *Stack, err error) {
-	s = &Stack{Habring: filepath.Join(dir, "habring")}
-	defer func() {
+func StartStack(ctx context.Context, dir string, controllerQPS int, progress io.Writer, webhookArgs ...string) (_ *Stack, err error) {
+	s := &Stack{Habring: filepath.Join(dir, "habring")}
+	defer func() { // what started is stopped, whichever step failed
 		if err != nil {
 			s.Stop()
 		}
@@ -70,7 +70,7 @@ func StartStack(ctx context.Context, dir string, controllerQPS int, progress io.
 	}
 	for _, f := range []string{"deploy/labeler-rbac.yaml", "deploy/labeler-policy.yaml"} {
 		if err := ApplyFile(ctx, s.Cluster.Config, f, ""); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("apply %s: %w", f, err)
 		}
 	}
 	return s, nil
