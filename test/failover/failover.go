@@ -63,14 +63,19 @@ type Scenario struct {
 	Name string
 	// Partition marks the scenarios where a WAIT-1 write may be lost by the bar's rules.
 	Partition bool
-	// HabringOnly scenarios have nothing to break in the baseline.
-	HabringOnly bool
+	// HabringOnly scenarios have nothing to break in the baseline; BaselineOnly ones
+	// nothing in habring.
+	HabringOnly, BaselineOnly bool
 	// Disrupt breaks the ring around its leader; heal, when not nil, undoes it and must be
-	// called whatever happens next.
+	// called whatever happens next. A disruption that is a change (a rollout, a scale)
+	// returns once the change is complete.
 	Disrupt func(ctx context.Context, r *Ring, leader corev1.Pod) (heal func(context.Context) error, err error)
 }
 
-// Scenarios are the disruptions of issue "Failover measured like Jepsen" built so far.
+// hold is how long a partition lasts before it heals.
+const hold = 60 * time.Second
+
+// Scenarios are the disruptions of issue "Failover measured like Jepsen".
 var Scenarios = []Scenario{
 	{Name: "leader pod deleted", Disrupt: func(ctx context.Context, r *Ring, leader corev1.Pod) (func(context.Context) error, error) {
 		return nil, r.env.Client.CoreV1().Pods(r.Namespace).Delete(ctx, leader.Name, metav1.DeleteOptions{})
@@ -82,7 +87,31 @@ var Scenarios = []Scenario{
 		return nil, r.env.Runner.Kill(r.Namespace, leader.Name, contract.LabelerContainerName)
 	}},
 	{Name: "leader cut off from the members for 60 s", Partition: true, Disrupt: func(ctx context.Context, r *Ring, leader corev1.Pod) (func(context.Context) error, error) {
-		return r.cutOff(ctx, leader, 60*time.Second)
+		return r.cutOffFromMembers(ctx, leader)
+	}},
+	{Name: "leader cut off from everything for 60 s", Partition: true, Disrupt: func(ctx context.Context, r *Ring, leader corev1.Pod) (func(context.Context) error, error) {
+		// Only its own addresses answer (the local table comes first): members, clients,
+		// the node's probes and the API server are all cut.
+		return r.block(ctx, []corev1.Pod{leader}, true, "everything", []string{"blackhole"})
+	}},
+	{Name: "API server unreachable from the ring for 60 s", Disrupt: func(ctx context.Context, r *Ring, _ corev1.Pod) (func(context.Context) error, error) {
+		pods, err := r.redisPods(ctx)
+		if err != nil {
+			return nil, err
+		}
+		api := r.env.Runner.APIServer()
+		return r.block(ctx, pods, false, "the API server at "+api.String(),
+			[]string{"to", api.Addr().String() + "/32", "ipproto", "tcp", "dport", fmt.Sprint(api.Port()), "blackhole"})
+	}},
+	{Name: "rolling update", Disrupt: func(ctx context.Context, r *Ring, _ corev1.Pod) (func(context.Context) error, error) {
+		return nil, r.rollout(ctx)
+	}},
+	{Name: "scale 3 to 5 to 3", Disrupt: func(ctx context.Context, r *Ring, _ corev1.Pod) (func(context.Context) error, error) {
+		return nil, r.scaleUpAndDown(ctx, 5)
+	}},
+	{Name: "pod 0 deleted", BaselineOnly: true, Disrupt: func(ctx context.Context, r *Ring, _ corev1.Pod) (func(context.Context) error, error) {
+		// Whatever its role: the seed's pod 0 peers with nobody when it comes back.
+		return nil, r.env.Client.CoreV1().Pods(r.Namespace).Delete(ctx, "redis-0", metav1.DeleteOptions{})
 	}},
 }
 
@@ -155,7 +184,7 @@ func Run(ctx context.Context, env Env, scenarios []Scenario, setups []Setup, tri
 			out := make([]Result, len(setups))
 			var wg sync.WaitGroup
 			for j, st := range setups {
-				if sc.HabringOnly && !st.Habring {
+				if (sc.HabringOnly && !st.Habring) || (sc.BaselineOnly && st.Habring) {
 					continue
 				}
 				wg.Go(func() {
@@ -179,7 +208,7 @@ func Run(ctx context.Context, env Env, scenarios []Scenario, setups []Setup, tri
 
 func runOne(ctx context.Context, env Env, ns string, sc Scenario, st Setup, trial int) (res Result) {
 	res = Result{Scenario: sc.Name, Setup: st.Name, Partition: sc.Partition, Trial: trial}
-	r := &Ring{env: env, Namespace: ns, Setup: st}
+	r := &Ring{env: env, Namespace: ns, Setup: st, size: 3}
 	defer r.cleanup()
 	if err := r.setUp(ctx); err != nil {
 		res.Err = fmt.Errorf("set up: %w", err)
@@ -374,7 +403,13 @@ func (w *workload) write(ctx context.Context, mode string) {
 		}})
 	defer func() { _ = c.Close() }()
 	key := "habring:failover:" + strings.ReplaceAll(mode, " ", "")
+	next := time.Now()
 	for ctx.Err() == nil {
+		if next = next.Add(writePace); time.Until(next) > 0 {
+			sleep(ctx, time.Until(next))
+		} else {
+			next = time.Now() // behind (a slow write): no burst to catch up
+		}
 		v := w.next.Add(1)
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := c.SAdd(wctx, key, v).Err()
@@ -392,6 +427,12 @@ func (w *workload) write(ctx context.Context, mode string) {
 		}
 	}
 }
+
+// writePace spaces one writer's writes: 4 writers take at most 2,000 writes a second, as
+// Jepsen's clients are throttled too. Unthrottled, they took both cores of the machine
+// from the Supervisors and labelers whose reaction is being measured, and filled sets of
+// millions that took minutes to read back.
+const writePace = 2 * time.Millisecond
 
 // errUnconfirmed is a WAIT-1 write no replica acknowledged in time: it may or may not
 // survive, so it counts as indeterminate.

@@ -29,6 +29,12 @@ type Ring struct {
 	Namespace string
 	Setup     Setup
 	password  string
+	// size is how many ready redis pods the ring has when it converged (3 but while it is
+	// scaled).
+	size int
+	// cut names the pods a partition holds cut off until its heal: the ring converges
+	// without them meanwhile.
+	cut       []string
 	stopLabel context.CancelFunc
 	labelDone sync.WaitGroup
 }
@@ -194,26 +200,31 @@ func (r *Ring) serviceAddresses(ctx context.Context, svc string) ([]string, erro
 
 // waitReplicating waits until exactly one pod is labelled leader, redis-master lists just
 // it, its Redis is a master and every other ready redis pod a connected replica of it; it
-// returns the leader.
+// returns the leader. Pods cut off by a partition (r.cut) are left out until it heals.
 func (r *Ring) waitReplicating(ctx context.Context, timeout time.Duration) (corev1.Pod, error) {
 	var leader corev1.Pod
 	err := until(ctx, timeout, func() error {
-		pods, err := r.redisPods(ctx)
+		all, err := r.redisPods(ctx)
 		if err != nil {
 			return err
 		}
-		var leaders []corev1.Pod
+		var pods, leaders []corev1.Pod
 		ready := 0
-		for _, p := range pods {
-			if harness.PodReady(&p) {
-				ready++
-			}
+		for _, p := range all {
 			if p.Labels[contract.LabelRole] == contract.RoleLeader {
 				leaders = append(leaders, p)
 			}
+			if slices.Contains(r.cut, p.Name) {
+				continue
+			}
+			pods = append(pods, p)
+			if harness.PodReady(&p) {
+				ready++
+			}
 		}
-		if len(leaders) != 1 || ready != 3 {
-			return fmt.Errorf("%d ready redis pods, %d labelled leader", ready, len(leaders))
+		want := r.size - len(r.cut)
+		if len(leaders) != 1 || ready != want || slices.Contains(r.cut, leaders[0].Name) {
+			return fmt.Errorf("%d ready redis pods (want %d), %d labelled leader", ready, want, len(leaders))
 		}
 		leader = leaders[0]
 		eps, err := r.serviceAddresses(ctx, "redis-master")
@@ -227,7 +238,7 @@ func (r *Ring) waitReplicating(ctx context.Context, timeout time.Duration) (core
 		if err != nil {
 			return fmt.Errorf("the leader's Redis: %w", err)
 		}
-		if role.Role != "master" || len(role.Replicas) != 2 {
+		if role.Role != "master" || len(role.Replicas) < want-1 {
 			return fmt.Errorf("the leader's Redis: %v", role)
 		}
 		for _, p := range pods {
@@ -247,11 +258,11 @@ func (r *Ring) waitReplicating(ctx context.Context, timeout time.Duration) (core
 	return leader, err
 }
 
-// cutOff blackholes, in the leader's network namespace, the route to every other pod of
-// the namespace (the ring's members: gossip and replication), keeping the node's bridge
-// gateway: clients and the API server still reach it. The heal removes the routes once
-// hold has passed since the cut.
-func (r *Ring) cutOff(ctx context.Context, leader corev1.Pod, hold time.Duration) (func(context.Context) error, error) {
+// cutOffFromMembers blackholes, in the leader's network namespace, the route to every
+// other pod of the namespace (the ring's members: gossip and replication), keeping the
+// node's bridge gateway: clients and the API server still reach it. The heal removes the
+// routes once hold has passed since the cut.
+func (r *Ring) cutOffFromMembers(ctx context.Context, leader corev1.Pod) (func(context.Context) error, error) {
 	n, err := r.env.Runner.Network(r.Namespace, leader.Name)
 	if err != nil {
 		return nil, err
@@ -278,13 +289,142 @@ func (r *Ring) cutOff(ctx context.Context, leader corev1.Pod, hold time.Duration
 	start := time.Now()
 	heal := func(ctx context.Context) error {
 		sleep(ctx, hold-time.Since(start))
+		r.cut = nil
 		return routes(context.WithoutCancel(ctx), "del")
 	}
+	r.cut = []string{leader.Name}
 	if err := routes(ctx, "add"); err != nil {
 		return heal, err
 	}
 	fmt.Fprintf(r.env.Progress, "failover: %s: %s cut off from %s\n", r.Namespace, leader.Name, strings.Join(cut, ", "))
 	return heal, nil
+}
+
+// blockPref is the routing rule a block adds: after the local table (0), so a pod's own
+// addresses and loopback still answer, before the main table (32766).
+const blockPref = "100"
+
+// block adds the routing rule selector (ip rule add pref 100 <selector>) in each pod's
+// network namespace: packets it matches are dropped, as by a network that lost them. The
+// heal deletes the rules once hold has passed since the block; a pod gone meanwhile took
+// its namespace and its rule with it.
+//
+// isolate says the pods are cut off from their members too: the ring converges without them
+// until the heal.
+func (r *Ring) block(ctx context.Context, pods []corev1.Pod, isolate bool, what string, selector []string) (func(context.Context) error, error) {
+	rule := func(ctx context.Context, p corev1.Pod, verb string) error {
+		n, err := r.env.Runner.Network(r.Namespace, p.Name)
+		if err != nil {
+			if verb == "del" {
+				return nil // the pod is gone
+			}
+			return err
+		}
+		args := append([]string{"rule", verb, "pref", blockPref}, selector...)
+		if out, err := n.Command(ctx, "ip", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: ip %s: %w: %s", p.Name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	var added []corev1.Pod
+	start := time.Now()
+	heal := func(ctx context.Context) error {
+		sleep(ctx, hold-time.Since(start))
+		r.cut = nil
+		var errs []error
+		for _, p := range added {
+			errs = append(errs, rule(context.WithoutCancel(ctx), p, "del"))
+		}
+		return errors.Join(errs...)
+	}
+	var names []string
+	for _, p := range pods {
+		if isolate {
+			r.cut = append(r.cut, p.Name)
+		}
+		if err := rule(ctx, p, "add"); err != nil {
+			return heal, err
+		}
+		added, names = append(added, p), append(names, p.Name)
+	}
+	fmt.Fprintf(r.env.Progress, "failover: %s: %s cut off from %s\n", r.Namespace, strings.Join(names, ", "), what)
+	return heal, nil
+}
+
+// rollout restarts the ring's workload as `kubectl rollout restart` does (a new template
+// annotation) and waits until the rollout is complete, as `kubectl rollout status`.
+func (r *Ring) rollout(ctx context.Context) error {
+	patch := fmt.Appendf(nil, `{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":%q}}}}}`, time.Now().Format(time.RFC3339))
+	if err := r.patchWorkload(ctx, patch); err != nil {
+		return err
+	}
+	fmt.Fprintf(r.env.Progress, "failover: %s: rolling update started\n", r.Namespace)
+	return until(ctx, rolloutTimeout, func() error { return r.rolledOut(ctx) })
+}
+
+// rolloutTimeout bounds a rollout of the ring or a scale: every pod replaced one by one.
+const rolloutTimeout = 5 * time.Minute
+
+// scaleUpAndDown scales the ring to n, waits until all n replicate the leader, then scales
+// it back and waits until the pods beyond the first size are gone.
+func (r *Ring) scaleUpAndDown(ctx context.Context, n int) error {
+	size := r.size
+	if err := r.patchWorkload(ctx, fmt.Appendf(nil, `{"spec":{"replicas":%d}}`, n)); err != nil {
+		return err
+	}
+	r.size = n
+	if _, err := r.waitReplicating(ctx, rolloutTimeout); err != nil {
+		return fmt.Errorf("scaled to %d: %w", n, err)
+	}
+	fmt.Fprintf(r.env.Progress, "failover: %s: %d pods replicate; scaling back to %d\n", r.Namespace, n, size)
+	r.size = size
+	if err := r.patchWorkload(ctx, fmt.Appendf(nil, `{"spec":{"replicas":%d}}`, size)); err != nil {
+		return err
+	}
+	return until(ctx, rolloutTimeout, func() error { return r.rolledOut(ctx) })
+}
+
+// patchWorkload merge-patches the ring's Deployment (habring) or StatefulSet (baseline).
+func (r *Ring) patchWorkload(ctx context.Context, patch []byte) error {
+	var err error
+	if r.Setup.Habring {
+		_, err = r.env.Client.AppsV1().Deployments(r.Namespace).Patch(ctx, "redis", types.MergePatchType, patch, metav1.PatchOptions{})
+	} else {
+		_, err = r.env.Client.AppsV1().StatefulSets(r.Namespace).Patch(ctx, "redis", types.MergePatchType, patch, metav1.PatchOptions{})
+	}
+	return err
+}
+
+// rolledOut says why the workload's rollout is not complete (kubectl rollout status's
+// rules), nil once it is and no pod beyond its replicas is left.
+func (r *Ring) rolledOut(ctx context.Context) error {
+	if r.Setup.Habring {
+		d, err := r.env.Client.AppsV1().Deployments(r.Namespace).Get(ctx, "redis", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		want := ptr.Deref(d.Spec.Replicas, 1)
+		if s := d.Status; d.Generation > s.ObservedGeneration || s.UpdatedReplicas != want || s.Replicas != want || s.AvailableReplicas != want {
+			return fmt.Errorf("deployment: %d of %d updated, %d pods, %d available", s.UpdatedReplicas, want, s.Replicas, s.AvailableReplicas)
+		}
+	} else {
+		st, err := r.env.Client.AppsV1().StatefulSets(r.Namespace).Get(ctx, "redis", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		want := ptr.Deref(st.Spec.Replicas, 1)
+		if s := st.Status; st.Generation > s.ObservedGeneration || s.UpdatedReplicas != want || s.ReadyReplicas != want || s.Replicas != want || s.CurrentRevision != s.UpdateRevision {
+			return fmt.Errorf("statefulset: %d of %d updated, %d ready, revision %s of %s", s.UpdatedReplicas, want, s.ReadyReplicas, s.CurrentRevision, s.UpdateRevision)
+		}
+	}
+	list, err := r.env.Client.CoreV1().Pods(r.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=redis"})
+	if err != nil {
+		return err
+	}
+	if len(list.Items) != r.size {
+		return fmt.Errorf("%d redis pods, want %d", len(list.Items), r.size)
+	}
+	return nil
 }
 
 // until retries f every 200 ms until it succeeds or timeout passes; the error is its last.
