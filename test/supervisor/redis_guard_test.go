@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -99,4 +100,26 @@ func TestExamplePlanDisconnectsClientsOfAMasterWithoutReplicas(t *testing.T) {
 	require.NoError(t, replica.Process.Kill())
 	require.Eventually(t, func() bool { _, err := c.do("PING"); return err != nil }, 15*time.Second, 100*time.Millisecond,
 		"the client was never disconnected once the replica was gone")
+}
+
+// redis-server is the run hook's own process (exec'd, the guard its child): the process
+// the Supervisor starts with the parent-death signal, so a SIGKILLed Supervisor takes its
+// Redis along, as a container's SIGKILL takes all of its processes. (Behind a shell, an
+// orphaned redis-server kept serving as master after its Supervisor was killed.)
+func TestExamplePlanRunsRedisAsTheHooksProcess(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal("redis-server is not installed: run `make redis-server` (Debian's redis-server package)")
+	}
+	t.Parallel()
+	port := freePort(t)
+	v := testService(t, "../../examples/redis", fmt.Sprintf("port = %d\nbind = \"127.0.0.1\"\nrequirepass = \"pw\"\n", port))
+	v.tick(v.renderContext(Options{Service: "redis", Group: "default"}, self("a"), group(ElectionFinished, "a")), "leader", ElectionFinished)
+	require.Eventually(t, func() bool {
+		pid := v.Status().Process.PID
+		if pid == nil {
+			return false
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", *pid))
+		return err == nil && strings.TrimSpace(string(b)) == "redis-server"
+	}, 10*time.Second, 50*time.Millisecond, "the run hook's process never became redis-server")
 }
