@@ -34,7 +34,8 @@ Writers add unique integers to a set through redis-master (plain, and confirmed 
 WAIT 1); each write is acknowledged, failed or indeterminate; after each disruption the
 set is read from every node. The last line, for scripts:
   failover: habring S scenarios, T trials; WAIT-1 writes lost W (outside partitions W0); acknowledged lost A; most masters through redis-master M; bootstrap StatefulSet: WAIT-1 lost W', acknowledged lost A', most masters through redis-master M'
-It exits 1 when W0 > 0 or M > 1, 2 when it could not run.
+It exits 1 when W0 > 0 or M > 1 or a habring trial could not be measured, 2 when it
+could not run.
 
 Flags:
 `)
@@ -91,10 +92,13 @@ func run(ctx context.Context, dir, only string, trials int, converge time.Durati
 		scenarios, failover.Setups, trials)
 	table(results)
 	h, b := failover.Total(results, true), failover.Total(results, false)
-	errs := 0
+	errs, habringErrs := 0, 0
 	for _, r := range results {
 		if r.Err != nil {
 			errs++
+			if r.Setup == failover.Setups[0].Name {
+				habringErrs++
+			}
 		}
 	}
 	fmt.Printf("\n%d trial(s) in %s, %d could not be measured; logs in %s\n", len(results), time.Since(start).Round(time.Second), errs, dir)
@@ -106,7 +110,7 @@ func run(ctx context.Context, dir, only string, trials int, converge time.Durati
 	if errs == 0 && !keep {
 		_ = os.RemoveAll(dir)
 	}
-	if h.Wait1LostOutsidePartitions > 0 || h.MostReachable > 1 || errs > 0 {
+	if h.Wait1LostOutsidePartitions > 0 || h.MostReachable > 1 || habringErrs > 0 {
 		return 1, nil
 	}
 	return 0, nil
