@@ -258,61 +258,28 @@ func (r *Ring) waitReplicating(ctx context.Context, timeout time.Duration) (core
 	return leader, err
 }
 
-// cutOffFromMembers blackholes, in the leader's network namespace, the route to every
-// other pod of the namespace (the ring's members: gossip and replication), keeping the
-// node's bridge gateway: clients and the API server still reach it. The heal removes the
-// routes once hold has passed since the cut.
+// cutOffFromMembers cuts the leader off from every other pod (the ring's members: gossip
+// and replication; also pods created meanwhile), keeping the node's gateway: clients and
+// the API server still reach it. (Routes to the members' addresses, as a first version
+// did, missed a pod that had no address yet when the cut was made.)
 func (r *Ring) cutOffFromMembers(ctx context.Context, leader corev1.Pod) (func(context.Context) error, error) {
-	n, err := r.env.Runner.Network(r.Namespace, leader.Name)
-	if err != nil {
-		return nil, err
-	}
-	list, err := r.env.Client.CoreV1().Pods(r.Namespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, err
-	}
-	var cut []string
-	for _, p := range list.Items {
-		if p.Name != leader.Name && p.Status.PodIP != "" {
-			cut = append(cut, p.Status.PodIP)
-		}
-	}
-	routes := func(ctx context.Context, verb string) error {
-		var errs []error
-		for _, ip := range cut {
-			if out, err := n.Command(ctx, "ip", "route", verb, "blackhole", ip+"/32").CombinedOutput(); err != nil {
-				errs = append(errs, fmt.Errorf("ip route %s blackhole %s: %w: %s", verb, ip, err, strings.TrimSpace(string(out))))
-			}
-		}
-		return errors.Join(errs...)
-	}
-	start := time.Now()
-	heal := func(ctx context.Context) error {
-		sleep(ctx, hold-time.Since(start))
-		r.cut = nil
-		return routes(context.WithoutCancel(ctx), "del")
-	}
-	r.cut = []string{leader.Name}
-	if err := routes(ctx, "add"); err != nil {
-		return heal, err
-	}
-	fmt.Fprintf(r.env.Progress, "failover: %s: %s cut off from %s\n", r.Namespace, leader.Name, strings.Join(cut, ", "))
-	return heal, nil
+	prefix, gateway := r.env.Runner.PodNetwork()
+	return r.block(ctx, []corev1.Pod{leader}, true, "the other pods ("+prefix.String()+" but "+gateway.String()+")",
+		[]string{"to", gateway.String() + "/32", "lookup", "main"}, []string{"to", prefix.String(), "blackhole"})
 }
 
-// blockPref is the routing rule a block adds: after the local table (0), so a pod's own
-// addresses and loopback still answer, before the main table (32766).
-const blockPref = "100"
+// blockPref is the first routing rule a block adds, the next ones follow it: after the
+// local table (0), so a pod's own addresses and loopback still answer, before the main
+// table (32766).
+const blockPref = 100
 
-// block adds the routing rule selector (ip rule add pref 100 <selector>) in each pod's
-// network namespace: packets it matches are dropped, as by a network that lost them. The
-// heal deletes the rules once hold has passed since the block; a pod gone meanwhile took
-// its namespace and its rule with it.
-//
-// isolate says the pods are cut off from their members too: the ring converges without them
-// until the heal.
-func (r *Ring) block(ctx context.Context, pods []corev1.Pod, isolate bool, what string, selector []string) (func(context.Context) error, error) {
-	rule := func(ctx context.Context, p corev1.Pod, verb string) error {
+// block adds the routing rules (ip rule add pref 100+i <rule>) in each pod's network
+// namespace: packets a blackhole rule matches are dropped, as by a network that lost them.
+// The heal deletes the rules once hold has passed since the block; a pod gone meanwhile
+// took its namespace and its rules with it. isolate says the pods are cut off from their
+// members too: the ring converges without them until the heal.
+func (r *Ring) block(ctx context.Context, pods []corev1.Pod, isolate bool, what string, rules ...[]string) (func(context.Context) error, error) {
+	apply := func(ctx context.Context, p corev1.Pod, verb string) error {
 		n, err := r.env.Runner.Network(r.Namespace, p.Name)
 		if err != nil {
 			if verb == "del" {
@@ -320,11 +287,14 @@ func (r *Ring) block(ctx context.Context, pods []corev1.Pod, isolate bool, what 
 			}
 			return err
 		}
-		args := append([]string{"rule", verb, "pref", blockPref}, selector...)
-		if out, err := n.Command(ctx, "ip", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("%s: ip %s: %w: %s", p.Name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		var errs []error
+		for i, rule := range rules {
+			args := append([]string{"rule", verb, "pref", fmt.Sprint(blockPref + i)}, rule...)
+			if out, err := n.Command(ctx, "ip", args...).CombinedOutput(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: ip %s: %w: %s", p.Name, strings.Join(args, " "), err, strings.TrimSpace(string(out))))
+			}
 		}
-		return nil
+		return errors.Join(errs...)
 	}
 	var added []corev1.Pod
 	start := time.Now()
@@ -333,7 +303,7 @@ func (r *Ring) block(ctx context.Context, pods []corev1.Pod, isolate bool, what 
 		r.cut = nil
 		var errs []error
 		for _, p := range added {
-			errs = append(errs, rule(context.WithoutCancel(ctx), p, "del"))
+			errs = append(errs, apply(context.WithoutCancel(ctx), p, "del"))
 		}
 		return errors.Join(errs...)
 	}
@@ -342,10 +312,10 @@ func (r *Ring) block(ctx context.Context, pods []corev1.Pod, isolate bool, what 
 		if isolate {
 			r.cut = append(r.cut, p.Name)
 		}
-		if err := rule(ctx, p, "add"); err != nil {
+		added, names = append(added, p), append(names, p.Name)
+		if err := apply(ctx, p, "add"); err != nil {
 			return heal, err
 		}
-		added, names = append(added, p), append(names, p.Name)
 	}
 	fmt.Fprintf(r.env.Progress, "failover: %s: %s cut off from %s\n", r.Namespace, strings.Join(names, ", "), what)
 	return heal, nil

@@ -197,6 +197,10 @@ func Start(ctx context.Context, o Options) (*Runner, error) {
 // APIServer is where pods reach the API server (KUBERNETES_SERVICE_HOST and _PORT).
 func (r *Runner) APIServer() netip.AddrPort { return r.api.Addr }
 
+// PodNetwork is the pods' network and its gateway, the node: where clients on this
+// machine, the probes and the API server reach pods from.
+func (r *Runner) PodNetwork() (netip.Prefix, netip.Addr) { return r.bridge.Prefix, r.bridge.Gateway }
+
 // Close stops every pod's containers (SIGTERM, SIGKILL after at most 5 s), removes their
 // namespaces, mount points and the proxies, and stops the node's heartbeat. The pods'
 // objects are left as they are: the node is gone, not the workloads.
