@@ -37,6 +37,7 @@ func (l *Labeler) keepRole(ctx context.Context) {
 	failing := false        // in a streak of failed reads: warn once, not every read
 	retry := l.backoff()
 	group := ""     // the service group last decided
+	blocked := ""   // why the label leader is held back, as last logged (logged once per change)
 	atEdge := false // the group's quorum margin is 0 or less (logged once per time it gets there)
 	for {
 		c, role, g, err := l.read(ctx)
@@ -75,7 +76,7 @@ func (l *Labeler) keepRole(ctx context.Context) {
 			atEdge = l.watchQuorum(c, group, atEdge)
 		}
 		if want == contract.RoleLeader {
-			want = l.fenced(ctx, c, group, current)
+			want = l.fenced(ctx, c, group, current, &blocked)
 		}
 		if want != "" && want != current {
 			if err := l.setRole(ctx, want); err != nil {
@@ -135,7 +136,10 @@ func (l *Labeler) watchQuorum(c *Census, group string, atEdge bool) bool {
 // or cut off from the API server so it cannot take it off, and its Lease expired) is taken
 // off first. Waiting for that pod instead would keep the group without a leader label until
 // it is gone or healed, however long that is.
-func (l *Labeler) fenced(ctx context.Context, c *Census, group, current string) string {
+//
+// blocked is what held the label back at the last read; a reason is logged when it changes,
+// not at every read.
+func (l *Labeler) fenced(ctx context.Context, c *Census, group, current string, blocked *string) string {
 	if group == "" { // a leader label from before this labeler started, and no census yet
 		return contract.RoleNone
 	}
@@ -150,22 +154,27 @@ func (l *Labeler) fenced(ctx context.Context, c *Census, group, current string) 
 		return contract.RoleLeader
 	}
 	others, members, err := l.otherLeaders(ctx, c, group)
-	if err != nil {
-		l.log.Warn("cannot tell whether another pod is labelled leader; waiting", "err", err)
+	hold := func(reason string, args ...any) string {
+		if *blocked != reason {
+			l.log.Warn(reason, args...)
+			*blocked = reason
+		}
 		return contract.RoleNone
 	}
+	if err != nil {
+		return hold("cannot tell whether another pod is labelled leader; waiting", "err", err)
+	}
 	if len(others) > 0 && !members {
-		l.log.Warn("holding the Lease, but another pod of the ring is labelled leader and the census has no addresses to tell its group; waiting until it is gone", "pod", others[0])
-		return contract.RoleNone
+		return hold("holding the Lease, but another pod of the ring is labelled leader and the census has no addresses to tell its group; waiting until it is gone", "pod", others[0])
 	}
 	for _, pod := range others {
 		l.log.Warn("holding the Lease, but another pod of the group is still labelled leader: taking its label off", "pod", pod)
 		if err := l.setPodRole(ctx, pod, contract.RoleNone); err != nil && !kube.IsNotFound(err) {
-			l.log.Error("could not take the leader label off the other pod; waiting", "pod", pod, "err", err)
-			return contract.RoleNone
+			return hold("could not take the leader label off another pod; waiting", "pod", pod, "err", err)
 		}
 		l.metrics.stripped.Inc()
 	}
+	*blocked = ""
 	return contract.RoleLeader
 }
 

@@ -370,22 +370,10 @@ func (r *Ring) rollDeployment(ctx context.Context) error {
 		d.Spec.Template.Annotations = map[string]string{}
 	}
 	d.Spec.Template.Annotations["chaos.habring.test/restartedAt"] = time.Now().Format(time.RFC3339Nano)
-	d, err = r.env.Client.AppsV1().Deployments(r.Namespace).Update(ctx, d, metav1.UpdateOptions{})
-	if err != nil {
+	if _, err := r.env.Client.AppsV1().Deployments(r.Namespace).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
 		return err
 	}
-	gen := d.Generation
-	return waitFor(ctx, 3*time.Minute, func() error {
-		d, err := r.env.Client.AppsV1().Deployments(r.Namespace).Get(ctx, "web", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		s := d.Status
-		if s.ObservedGeneration < gen || s.UpdatedReplicas != r.webReplicas || s.Replicas != r.webReplicas || s.AvailableReplicas != r.webReplicas {
-			return fmt.Errorf("rollout of web: %d updated, %d replicas, %d available", s.UpdatedReplicas, s.Replicas, s.AvailableReplicas)
-		}
-		return nil
-	})
+	return waitFor(ctx, 3*time.Minute, func() error { return harness.DeploymentRolledOut(ctx, r.env.Client, r.Namespace, "web") })
 }
 
 func (r *Ring) deletePods(ctx context.Context, names ...string) error {

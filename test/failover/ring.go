@@ -368,24 +368,12 @@ func (r *Ring) patchWorkload(ctx context.Context, patch []byte) error {
 // rolledOut says why the workload's rollout is not complete (kubectl rollout status's
 // rules), nil once it is and no pod beyond its replicas is left.
 func (r *Ring) rolledOut(ctx context.Context) error {
+	rolledOut := harness.StatefulSetRolledOut
 	if r.Setup.Habring {
-		d, err := r.env.Client.AppsV1().Deployments(r.Namespace).Get(ctx, "redis", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		want := ptr.Deref(d.Spec.Replicas, 1)
-		if s := d.Status; d.Generation > s.ObservedGeneration || s.UpdatedReplicas != want || s.Replicas != want || s.AvailableReplicas != want {
-			return fmt.Errorf("deployment: %d of %d updated, %d pods, %d available", s.UpdatedReplicas, want, s.Replicas, s.AvailableReplicas)
-		}
-	} else {
-		st, err := r.env.Client.AppsV1().StatefulSets(r.Namespace).Get(ctx, "redis", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		want := ptr.Deref(st.Spec.Replicas, 1)
-		if s := st.Status; st.Generation > s.ObservedGeneration || s.UpdatedReplicas != want || s.ReadyReplicas != want || s.Replicas != want || s.CurrentRevision != s.UpdateRevision {
-			return fmt.Errorf("statefulset: %d of %d updated, %d ready, revision %s of %s", s.UpdatedReplicas, want, s.ReadyReplicas, s.CurrentRevision, s.UpdateRevision)
-		}
+		rolledOut = harness.DeploymentRolledOut
+	}
+	if err := rolledOut(ctx, r.env.Client, r.Namespace, "redis"); err != nil {
+		return err
 	}
 	list, err := r.env.Client.CoreV1().Pods(r.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=redis"})
 	if err != nil {
