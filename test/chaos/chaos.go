@@ -24,7 +24,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -550,15 +549,7 @@ func (r *Ring) waitOK(ctx context.Context, timeout time.Duration) (time.Time, er
 
 // waitFor polls f every 250 ms until it succeeds; past timeout it returns f's last error.
 func waitFor(ctx context.Context, timeout time.Duration, f func() error) error {
-	var last error
-	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		last = f()
-		return last == nil, nil
-	})
-	if err != nil && last != nil {
-		return last
-	}
-	return err
+	return harness.Until(ctx, 250*time.Millisecond, timeout, f)
 }
 
 // Tally counts the scenarios that ended in one ring with one leader in both habring modes

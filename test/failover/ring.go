@@ -387,17 +387,5 @@ func (r *Ring) rolledOut(ctx context.Context) error {
 
 // until retries f every 200 ms until it succeeds or timeout passes; the error is its last.
 func until(ctx context.Context, timeout time.Duration, f func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("after %s: %w", timeout, err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return harness.Until(ctx, 200*time.Millisecond, timeout, f)
 }
