@@ -138,7 +138,7 @@ func (s *Supervisor) Census() Census {
 			g = CensusGroup{ServiceGroup: sg, ElectionStatus: ElectionNone, UpdateElectionStatus: ElectionNone, LocalMemberID: self.ID,
 				Population: map[string]CensusMember{}, ChangedServiceFiles: []string{}, ServiceFiles: map[string]any{}}
 			if e.Status != "" {
-				g.ElectionStatus = e.Status
+				g.ElectionStatus = e.Shown()
 			}
 			if e.LeaderID != "" {
 				g.LeaderID = &e.LeaderID
@@ -154,9 +154,9 @@ func (s *Supervisor) Census() Census {
 			Pkg:                map[string]any{"origin": strings.SplitN(m.Package, "/", 2)[0], "name": m.Service, "version": nil, "release": nil},
 			Leader:             leader,
 			Follower:           e.LeaderID != "" && !leader,
-			ElectionIsRunning:  e.Status == ElectionInProgress,
-			ElectionIsNoQuorum: e.Status == ElectionNoQuorum,
-			ElectionIsFinished: e.Status == ElectionFinished,
+			ElectionIsRunning:  e.Shown() == ElectionInProgress,
+			ElectionIsNoQuorum: e.Shown() == ElectionNoQuorum,
+			ElectionIsFinished: e.Shown() == ElectionFinished,
 			Sys: map[string]any{"ip": m.IP, "hostname": m.Hostname, "gossip_ip": m.IP, "gossip_port": m.GossipPort,
 				"http_gateway_ip": "0.0.0.0", "http_gateway_port": 9631, "ctl_gateway_ip": "127.0.0.1", "ctl_gateway_port": 9632},
 			Alive: m.Health == Alive, Suspect: m.Health == Suspect, Confirmed: m.Health == Confirmed, Departed: m.Health == Departed,

@@ -63,37 +63,110 @@ func NewTable(self Member, now func() time.Time) *Table {
 	return &Table{self: self.ID, members: map[string]*Member{self.ID: &self}, now: now}
 }
 
-// Merge applies a rumor with butterfly's rule and reports whether the view changed. A
-// rumor about the local member that is worse than alive is not taken: it is returned as
-// refute (the caller answers it with a higher incarnation) or, when it says Departed,
-// the caller must shut down, as the real Supervisor does.
-func (t *Table) Merge(r Member) (changed bool, aboutSelf Health) {
+// Outcome is what a rumor did to a view.
+type Outcome int
+
+// Rumor outcomes.
+const (
+	// Ignored: the view already knew as much, or better news at the same incarnation.
+	Ignored Outcome = iota
+	// Changed: the rumor was taken, and is passed on.
+	Changed
+	// Probe: the rumor says Confirmed about a member this view holds alive or suspect at
+	// an incarnation no newer: butterfly does not take it but probes the member first, at
+	// the start of its next probe round, and confirms it only when that ping goes
+	// unanswered (server.rs insert_member_from_rumor, outbound.rs run_loop).
+	Probe
+	// Refute: the rumor says the local member is suspect or confirmed: the caller answers
+	// it with a higher incarnation.
+	Refute
+	// Shutdown: the rumor says the local member departed: the real Supervisor stops.
+	Shutdown
+)
+
+// Merge applies a rumor with butterfly's rules and says what it did.
+func (t *Table) Merge(r Member) Outcome { return t.merge(r, true) }
+
+// Confirm takes a Confirmed rumor about a member whose probe went unanswered, by the
+// rumor rule alone.
+func (t *Table) Confirm(r Member) Outcome {
+	r.Health = Confirmed
+	return t.merge(r, false)
+}
+
+func (t *Table) merge(r Member, probeFirst bool) Outcome {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if r.ID == t.self {
 		cur := t.members[t.self]
-		if r.Health > Alive && r.Incarnation >= cur.Incarnation {
-			return false, r.Health
+		switch {
+		case r.Health == Alive || r.Incarnation < cur.Incarnation:
+			return Ignored
+		case r.Health == Departed:
+			return Shutdown
+		default:
+			return Refute
 		}
-		return false, Alive
 	}
 	cur, ok := t.members[r.ID]
+	if probeFirst && ok && r.Health == Confirmed && cur.Health <= Suspect && r.Incarnation >= cur.Incarnation {
+		return Probe
+	}
 	switch {
 	case !ok:
 	case r.Incarnation > cur.Incarnation:
 	case r.Incarnation == cur.Incarnation && r.Health > cur.Health:
 	default:
-		return false, Alive
+		return Ignored
 	}
 	if ok && cur.Health == r.Health && cur.Incarnation == r.Incarnation && cur.IP == r.IP {
-		return false, Alive
+		return Ignored
 	}
 	r.since = t.now()
 	if ok && cur.Health == r.Health {
 		r.since = cur.since
 	}
 	t.members[r.ID] = &r
-	return true, Alive
+	return Changed
+}
+
+// MarkAlive records that a member answered this one directly: it is alive whatever its
+// incarnation said (butterfly's mark_sender_alive, insert_member_ignore_incarnation).
+// It reports whether the view changed.
+func (t *Table) MarkAlive(id string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m, ok := t.members[id]
+	if !ok || id == t.self || m.Health == Alive {
+		return false
+	}
+	m.Health, m.since = Alive, t.now()
+	return true
+}
+
+// Get returns the member with id, as this view holds it.
+func (t *Table) Get(id string) (Member, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m, ok := t.members[id]
+	if !ok {
+		return Member{}, false
+	}
+	return *m, true
+}
+
+// Pingable counts the other members butterfly's probe round visits: alive, suspect, or
+// permanent (member.rs pingable).
+func (t *Table) Pingable() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for id, m := range t.members {
+		if id != t.self && (m.Health <= Suspect || m.Permanent) {
+			n++
+		}
+	}
+	return n
 }
 
 // Self returns the local member.

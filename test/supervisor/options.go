@@ -20,9 +20,6 @@ const (
 	// DefaultDepartureTimeout is butterfly's DEPARTURE_TIMEOUT_DEFAULT_MS (259_200_000 ms):
 	// a Confirmed member turns Departed after 72 hours.
 	DefaultDepartureTimeout = 72 * time.Hour
-	// DefaultSettle is how long an election stays ElectionInProgress after it starts or
-	// the group changes before a winner is declared.
-	DefaultSettle = 2 * time.Second
 )
 
 // Environment the double reads. The first four are the real Supervisor's; the HABRING_DOUBLE_
@@ -34,7 +31,6 @@ const (
 	EnvListenHTTP       = "HAB_LISTEN_HTTP"
 	EnvSupRoot          = "HABRING_DOUBLE_SUP_ROOT"          // where MEMBER_ID is kept (default /hab/sup/default)
 	EnvDepartureTimeout = "HABRING_DOUBLE_DEPARTURE_TIMEOUT" // a Go duration (default 72h)
-	EnvSettle           = "HABRING_DOUBLE_ELECTION_SETTLE"   // a Go duration (default 2s)
 	EnvHostname         = "HABRING_DOUBLE_HOSTNAME"          // sys.hostname in the census (default os.Hostname)
 	EnvPlan             = "HABRING_DOUBLE_PLAN"              // the plan directory of the service to run (default: none runs)
 	EnvSvcRoot          = "HABRING_DOUBLE_SVC_ROOT"          // where the service's directories are made (default /hab/svc)
@@ -67,7 +63,6 @@ type Options struct {
 
 	SupRoot          string
 	DepartureTimeout time.Duration
-	Settle           time.Duration
 	Hostname         string
 
 	// PlanDir is the service's plan (HABRING_DOUBLE_PLAN); empty: the double runs no
@@ -100,7 +95,7 @@ type Resolver interface {
 // resolve fails the start, as the real Supervisor's argument parsing does.
 func Parse(ctx context.Context, args []string, env func(string) string, r Resolver) (Options, error) {
 	o := Options{Group: "default", Topology: "standalone", ListenHTTP: DefaultHTTPListen, SupRoot: DefaultSupRoot,
-		DepartureTimeout: DefaultDepartureTimeout, Settle: DefaultSettle, SvcRoot: DefaultSvcRoot, UserRoot: DefaultUserRoot,
+		DepartureTimeout: DefaultDepartureTimeout, SvcRoot: DefaultSvcRoot, UserRoot: DefaultUserRoot,
 		HealthCheckInterval: DefaultHealthCheckInterval}
 	if len(args) > 0 && (args[0] == "run" || args[0] == "start") {
 		if len(args) < 2 || strings.HasPrefix(args[1], "-") {
@@ -212,9 +207,6 @@ func Parse(ctx context.Context, args []string, env func(string) string, r Resolv
 		o.SupRoot = v
 	}
 	if o.DepartureTimeout, err = durationEnv(env, EnvDepartureTimeout, o.DepartureTimeout); err != nil {
-		return o, err
-	}
-	if o.Settle, err = durationEnv(env, EnvSettle, o.Settle); err != nil {
 		return o, err
 	}
 	o.Hostname = env(EnvHostname)

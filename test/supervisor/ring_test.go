@@ -44,7 +44,7 @@ func (n testNet) start(t *testing.T, i int, root string, env map[string]string, 
 		"--sys-ip-address=" + n.ip(i)}, args...)
 	// Memberlist's fast timers: these tests are of the double's rules, not of Habitat's
 	// timing (TestButterflyTimers is).
-	all := map[string]string{EnvSupRoot: root, EnvSettle: "300ms", EnvHostname: fmt.Sprintf("redis-%d", i), EnvTimers: "fast"}
+	all := map[string]string{EnvSupRoot: root, EnvHostname: fmt.Sprintf("redis-%d", i), EnvTimers: "fast"}
 	for k, v := range env {
 		all[k] = v
 	}
@@ -117,6 +117,39 @@ func TestJoinsByInitialPeersAndElectsOneLeader(t *testing.T) {
 		})
 	}
 	validateCensus(t, s1)
+}
+
+// A leader that departs (SIGTERM) starts no new term on its way out: manager.rs leaves
+// the main loop that restarts elections before it marks itself departed. Were it to
+// start one, it would put in the highest suitability, the others would vote for it, and
+// the term would never finish once it is gone.
+func TestDepartedLeaderIsReplaced(t *testing.T) {
+	t.Parallel()
+	n := newNet()
+	s0 := n.start(t, 1, "", nil, "--topology=leader")
+	s1 := n.start(t, 2, "", nil, "--topology=leader", "--peer="+s0.ip)
+	s2 := n.start(t, 3, "", nil, "--topology=leader", "--peer="+s0.ip)
+	all := []*sup{s0, s1, s2}
+	var first string
+	eventually(t, "one leader, agreed", func() bool {
+		seen := map[string]bool{}
+		for _, s := range all {
+			st, l := leaderOf(s)
+			seen[st+" "+l] = true
+			first = l
+		}
+		return len(seen) == 1 && seen[ElectionFinished+" "+first] && first != ""
+	})
+	i := slices.IndexFunc(all, func(s *sup) bool { return s.ID() == first })
+	require.NoError(t, all[i].Depart(2*time.Second))
+	rest := slices.Delete(slices.Clone(all), i, i+1)
+	want := max(rest[0].ID(), rest[1].ID()) // equal suitabilities: the larger id
+	for _, s := range rest {
+		eventually(t, "the two left elect a new leader", func() bool {
+			st, l := leaderOf(s)
+			return st == ElectionFinished && l == want
+		})
+	}
 }
 
 // validateCensus checks GET /census against the upstream schema (testdata/: verbatim
@@ -233,6 +266,38 @@ func TestDepartureAndDeath(t *testing.T) {
 	q := s0.table.QuorumOf("redis.default")
 	require.Equal(t, Quorum{Alive: 2, Confirmed: 1, Departed: 1}, q, "the confirmed member counts in the quorum, the departed one does not")
 	eventually(t, "confirmed turns departed after the departure timeout", func() bool { return healths(s1)[s3.ID()] == Departed })
+}
+
+// Another member's word that a member is Confirmed is not taken while this view holds it
+// alive: it is probed at the next round, and confirmed only if it does not answer
+// (butterfly server.rs insert_member_from_rumor). A false rumor is so dropped, a true one
+// taken a round and a ping timeout later.
+func TestConfirmedRumorIsProbedFirst(t *testing.T) {
+	t.Parallel()
+	n := newNet()
+	s0 := n.start(t, 1, "", nil)
+	s1 := n.start(t, 2, "", nil, "--peer="+s0.ip)
+	n.start(t, 3, "", nil, "--peer="+s0.ip)
+	eventually(t, "three alive", func() bool { return len(alive(s0)) == 3 })
+
+	lie, ok := s0.table.Get(s1.ID())
+	require.True(t, ok)
+	lie.Health = Confirmed
+	s0.take(lie)
+	require.Equal(t, Alive, healths(s0)[s1.ID()], "not taken on another's word")
+	// Two rounds of the fast timers (500 ms a pingable member) and more: s1 answered.
+	time.Sleep(3 * time.Second)
+	require.Equal(t, Alive, healths(s0)[s1.ID()], "it answered its probe")
+
+	// A member only rumors told of (memberlist never probes it), with nothing at its
+	// address: nothing but the probe round can find it dead.
+	ghost := member("0123456789abcdef0123456789abcdef", Alive, 1)
+	ghost.IP = n.ip(9)
+	require.Equal(t, Changed, s0.table.Merge(ghost))
+	ghost.Health = Confirmed
+	s0.take(ghost)
+	require.Equal(t, Alive, healths(s0)[ghost.ID])
+	eventually(t, "confirmed once it failed its probe", func() bool { return healths(s0)[ghost.ID] == Confirmed })
 }
 
 func TestQuorumLostToDeadMembers(t *testing.T) {

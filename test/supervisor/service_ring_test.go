@@ -58,6 +58,19 @@ func TestSuitabilityRanksCandidatesBeforeTheMemberID(t *testing.T) {
 	first := leaderIndex(t, sups)
 	sups[first].Kill()
 	rest := slices.Delete(slices.Clone(sups), first, first+1) // by id, smallest first
+	defer func() {                                            // what each member saw, when the re-election did not come
+		if !t.Failed() {
+			return
+		}
+		for _, s := range rest {
+			s.mu.Lock()
+			t.Logf("%s election %+v", s.ID()[:6], s.election)
+			s.mu.Unlock()
+			for _, m := range s.table.All() {
+				t.Logf("  %s %s inc %d suit %d", m.ID[:6], m.Health, m.Incarnation, m.Suitability)
+			}
+		}
+	}()
 	for _, s := range rest {
 		eventually(t, "re-election: the most suitable, not the largest id", func() bool { return ringLeader(s) == rest[0].ID() })
 	}

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"os"
@@ -45,6 +44,8 @@ type Supervisor struct {
 	elections   map[string]Election // other groups, as gossiped
 	seeds       []string            // initial members: --peer, or the watch file's lines
 	haveMembers bool                // enough members known: seeds no longer pinged
+	probes      map[string]Member   // members to probe before taking others' word they are dead
+	inbox       []Election          // election rumors about the local group, for elect
 
 	// suspicion is how long a member stays Suspect before it is Confirmed: the double's
 	// own timer (butterfly's), memberlist declaring unreachable members dead at once.
@@ -86,7 +87,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger) (*Supervisor, er
 		}
 		self.Cfg = svc.exported
 	}
-	s := &Supervisor{opts: opts, log: log, table: NewTable(self, time.Now), elections: map[string]Election{}, svc: svc,
+	s := &Supervisor{opts: opts, log: log, table: NewTable(self, time.Now), elections: map[string]Election{}, probes: map[string]Member{}, svc: svc,
 		election: Election{Group: opts.ServiceGroup(), Status: ElectionNone}, seeds: opts.Peers,
 		fatal: make(chan error, 1), stop: make(chan struct{})}
 
@@ -122,6 +123,7 @@ func Start(ctx context.Context, opts Options, log *slog.Logger) (*Supervisor, er
 	s.loop(time.Second, s.seed)
 	s.loop(2*time.Second, s.retry)
 	s.loop(500*time.Millisecond, s.expire)
+	s.wg.Go(func() { s.probeRounds(cfg.ProbeInterval, cfg.ProbeTimeout) })
 	if opts.Topology == "leader" {
 		s.loop(100*time.Millisecond, s.elect())
 	}
@@ -290,65 +292,80 @@ func (s *Supervisor) expire() {
 	}
 }
 
-// elect runs the local member's election one step at a time; a change in its group's
-// members restarts the settle time of an election in progress.
+// elect runs the local member's election: it takes the election rumors gossip brought
+// since the last step (takeElection only queues them: starting a term runs the
+// suitability hook, which must not hold up memberlist's message handler), then advances
+// the term from this member's view, and gossips the election whenever it changed.
 func (s *Supervisor) elect() func() {
-	var last string
 	return func() {
-		members := s.table.All()
-		var sig strings.Builder
-		for _, m := range members {
-			if m.ServiceGroup() == s.opts.ServiceGroup() {
-				fmt.Fprintf(&sig, "%s=%d/%d;", m.ID, m.Health, m.Suitability)
-			}
+		if s.departing.Load() {
+			// manager.rs leaves its main loop, where elections are restarted, before it
+			// marks the member departed: a departing leader starts no new term (it would
+			// put in the highest suitability and stall the term once it is gone).
+			return
 		}
 		s.mu.Lock()
-		before := s.election
-		next, gossip := step(s.election, members, sig.String() != last, s.opts.Settle, time.Now())
-		s.election = next
+		e, inbox := s.election, s.inbox
+		s.inbox = nil
 		s.mu.Unlock()
-		last = sig.String()
-		if before.Status != next.Status || before.LeaderID != next.LeaderID {
-			s.log.Info("election", "group", next.Group, "term", next.Term, "status", next.Status, "leader", next.LeaderID)
+		b := ballot{self: s.ID(), members: s.table.All(), suitability: s.suitability}
+		before, gossip := e, false
+		for _, r := range inbox {
+			var changed bool
+			if e, changed = b.receive(e, r); changed {
+				gossip = true
+			}
 		}
-		if next.Term != before.Term && next.Status == ElectionInProgress {
-			// Each member puts its suitability into the election it starts; the leader of
-			// the last term takes the highest (butterfly start_election, Service::suitability).
-			wasLeader := before.Status != ElectionNone && before.LeaderID == s.ID()
-			s.wg.Go(func() { s.refreshSuitability(wasLeader) })
+		var changed bool
+		if e, changed = b.tick(e); changed {
+			gossip = true
+		}
+		s.mu.Lock()
+		s.election = e
+		s.mu.Unlock()
+		if before.Shown() != e.Shown() || before.LeaderID != e.LeaderID || before.Term != e.Term {
+			s.log.Info("election", "group", e.Group, "term", e.Term, "status", e.Shown(), "leader", e.LeaderID,
+				"candidate", e.Candidate, "votes", len(e.Votes))
+		}
+		if e.Candidate == s.ID() && e.Suitability != s.table.Self().Suitability {
+			s.setSuitability(e.Suitability)
 		}
 		if gossip {
-			s.broadcast(rumor{Election: &next})
+			s.broadcast(rumor{Election: &e})
 		}
 	}
 }
 
-// refreshSuitability asks the service's suitability hook (the last term's leader takes
-// the highest value) and gossips it in the member's record when it changed.
-func (s *Supervisor) refreshSuitability(wasLeader bool) {
-	var n uint64
-	switch {
-	case wasLeader:
-		n = math.MaxUint64
-	case s.svc != nil:
-		n = s.svc.Suitability()
+// suitability asks the service's suitability hook, as a member starting a term does
+// (butterfly start_election, Service::suitability).
+func (s *Supervisor) suitability() uint64 {
+	if s.svc == nil {
+		return 0
 	}
-	if n == s.table.Self().Suitability {
-		return
-	}
+	return s.svc.Suitability()
+}
+
+// setSuitability puts the suitability this member last put into an election into its
+// gossiped record, where the census shows it.
+func (s *Supervisor) setSuitability(n uint64) {
 	self := s.table.UpdateSelf(func(m *Member) { m.Suitability = n })
 	s.log.Info("suitability", "value", n)
 	s.broadcast(rumor{Member: &self})
-	select {
-	case <-s.stop:
-	default:
-		_ = s.ml.UpdateNode(time.Second)
-	}
+	s.wg.Go(func() {
+		select {
+		case <-s.stop:
+		default:
+			_ = s.ml.UpdateNode(time.Second)
+		}
+	})
 }
 
 // tickService renders the service's templates against this member's census and executes
 // its hooks as the election allows (Service::tick).
 func (s *Supervisor) tickService() {
+	if s.departing.Load() {
+		return // the main loop has ended: Depart stops the service
+	}
 	c := s.Census()
 	g := c.CensusGroups[s.opts.ServiceGroup()]
 	s.svc.tick(s.svc.renderContext(s.opts, s.table.Self(), g), s.opts.Topology, g.ElectionStatus)
@@ -449,22 +466,31 @@ func (b broadcast) Finished()                             {}
 
 // take merges a rumor about a member, passes it on when it changed the view, and answers
 // rumors about the local member: a refutation for suspect or confirmed, shutdown for
-// departed.
+// departed. A Confirmed rumor about a member held alive waits for the next probe round.
 func (s *Supervisor) take(m Member) {
-	changed, aboutSelf := s.table.Merge(m)
-	switch {
-	case aboutSelf == Alive:
-	case s.departing.Load():
-		return
-	case aboutSelf == Departed:
+	switch s.table.Merge(m) {
+	case Ignored:
+	case Changed:
+		s.log.Debug("member", "id", m.ID, "health", m.Health.String(), "incarnation", m.Incarnation)
+		s.broadcast(rumor{Member: &m})
+	case Probe:
+		s.mu.Lock()
+		s.probes[m.ID] = m
+		s.mu.Unlock()
+	case Shutdown:
+		if s.departing.Load() {
+			return
+		}
 		select {
 		case s.fatal <- ErrDeparted:
 		default:
 		}
-		return
-	default:
+	case Refute:
+		if s.departing.Load() {
+			return
+		}
 		self := s.table.Refute(m.Incarnation)
-		s.log.Info("refuting a rumor about this member", "health", aboutSelf.String(), "incarnation", self.Incarnation)
+		s.log.Info("refuting a rumor about this member", "health", m.Health.String(), "incarnation", self.Incarnation)
 		s.broadcast(rumor{Member: &self})
 		// memberlist calls its event delegates with its node lock held: update the
 		// advertised record outside of this call.
@@ -475,11 +501,41 @@ func (s *Supervisor) take(m Member) {
 				_ = s.ml.UpdateNode(time.Second)
 			}
 		})
-		return
 	}
-	if changed {
-		s.log.Debug("member", "id", m.ID, "health", m.Health.String(), "incarnation", m.Incarnation)
-		s.broadcast(rumor{Member: &m})
+}
+
+// probeRounds pings, at the start of every probe round, the members others said were
+// Confirmed while this view held them alive: one that answers stays alive, one that does
+// not is Confirmed here too (butterfly's probe list, outbound.rs run_loop). A round is one
+// probe period per pingable member, as butterfly walks its whole check list in one.
+func (s *Supervisor) probeRounds(period, timeout time.Duration) {
+	for {
+		round := period * time.Duration(max(1, s.table.Pingable()))
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(round):
+		}
+		s.mu.Lock()
+		probes := s.probes
+		s.probes = map[string]Member{}
+		s.mu.Unlock()
+		for _, m := range probes {
+			addr := &net.UDPAddr{IP: net.ParseIP(m.IP), Port: m.GossipPort}
+			if _, err := s.ml.Ping(m.ID, addr); err == nil {
+				if s.table.MarkAlive(m.ID) {
+					if cur, ok := s.table.Get(m.ID); ok {
+						s.broadcast(rumor{Member: &cur})
+					}
+				}
+				continue
+			}
+			s.log.Info("a member others confirmed did not answer its probe", "id", m.ID, "timeout", timeout.String())
+			if s.table.Confirm(m) == Changed {
+				m.Health = Confirmed
+				s.broadcast(rumor{Member: &m})
+			}
+		}
 	}
 }
 
@@ -487,14 +543,11 @@ func (s *Supervisor) takeElection(e Election) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e.Group == s.election.Group && s.opts.Topology == "leader" {
-		if e.supersedes(s.election) {
-			e.started = time.Now()
-			s.election = e
-		}
+		s.inbox = append(s.inbox, e)
 		return
 	}
-	if cur, ok := s.elections[e.Group]; !ok || e.supersedes(cur) {
-		s.elections[e.Group] = e
+	if e.Status == ElectionFinished { // other groups are seen only through their results
+		s.elections[e.Group], _ = s.elections[e.Group].merge(e)
 	}
 }
 
@@ -546,7 +599,7 @@ func (d *delegate) LocalState(bool) []byte {
 	s := (*Supervisor)(d)
 	st := state{Members: s.table.All()}
 	s.mu.Lock()
-	if s.election.Status == ElectionFinished {
+	if s.election.Status != ElectionNone {
 		st.Elections = append(st.Elections, s.election)
 	}
 	for _, e := range s.elections {
