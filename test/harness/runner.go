@@ -51,11 +51,20 @@ exec '%s' "$@"
 `
 
 // habScript is `hab` on the PATH of a Supervisor image: `hab sup run ...` (or `hab sup
-// start`) runs the double, as scripts written for the real images expect.
+// start`) runs the double, as scripts written for the real images expect, and `hab pkg
+// exec <ident> <command> [args]` runs a command of a package (a hook or preStop calling
+// redis-cli): the real one puts the package's runtime PATH first, here the programs are
+// this machine's.
 const habScript = `#!/bin/sh
-if [ "$1" != sup ]; then echo "hab: only 'hab sup run' is here (the Supervisor double)" >&2; exit 64; fi
-shift
-exec '%s' "$@"
+case "$1 $2" in
+"pkg exec")
+  if [ $# -lt 4 ]; then echo "hab pkg exec: usage: hab pkg exec <ident> <command> [args...]" >&2; exit 64; fi
+  shift 3
+  exec "$@" ;;
+sup\ *) shift; exec '%s' "$@" ;;
+esac
+echo "hab: only 'hab sup run' and 'hab pkg exec' are here (the Supervisor double)" >&2
+exit 64
 `
 
 // StartRunner builds the Supervisor double into dir and starts a runner for the cluster's

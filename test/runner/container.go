@@ -268,8 +268,7 @@ func (c *container) command(ctx context.Context) (*exec.Cmd, *os.File, error) {
 		}
 	}
 	script.WriteString("cd " + quote(wd) + "\nexec \"$@\"\n")
-	logFile, err := os.OpenFile(filepath.Join(c.p.r.opts.Dir, "logs", c.p.namespace+"_"+c.p.name+"_"+c.spec.Name+".log"),
-		os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logFile, err := os.OpenFile(c.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -304,11 +303,16 @@ func (c *container) kill() error {
 	return nil
 }
 
-// terminate stops the container for good: SIGTERM, SIGKILL at the deadline.
+// terminate stops the container for good: its preStop hook, SIGTERM, SIGKILL at the
+// deadline.
 func (c *container) terminate(deadline time.Time) {
 	c.mu.Lock()
 	c.stopping = true
+	proc := c.proc
 	c.mu.Unlock()
+	if proc != nil {
+		c.preStop(proc.Pid, deadline)
+	}
 	exited, err := c.signal(syscall.SIGTERM)
 	if err == nil {
 		select {
@@ -323,6 +327,82 @@ func (c *container) terminate(deadline time.Time) {
 	case <-c.done:
 	case <-time.After(time.Until(deadline) + 5*time.Second):
 	}
+}
+
+// preStop runs the container's preStop hook, as a kubelet does before it sends SIGTERM
+// on deletion: exec (the command in the container's network, mount and UTS namespaces,
+// with its environment, unexpanded as the kubelet leaves it), httpGet (to the pod's
+// address) or sleep, cut off at the deadline. The hook's output goes to the container's
+// log; a failed hook is logged there and in the runner's log and the container is
+// stopped anyway (the kubelet's FailedPreStopHook event).
+func (c *container) preStop(pid int, deadline time.Time) {
+	if c.spec.Lifecycle == nil || c.spec.Lifecycle.PreStop == nil {
+		return
+	}
+	h := c.spec.Lifecycle.PreStop
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	logFile, err := os.OpenFile(c.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		c.p.r.log.Warn("preStop hook", "pod", c.p.namespace+"/"+c.p.name, "container", c.spec.Name, "err", err)
+		return
+	}
+	defer func() { _ = logFile.Close() }()
+	start := time.Now()
+	switch {
+	case h.Exec != nil:
+		err = c.execHook(ctx, pid, h.Exec.Command, logFile)
+	case h.HTTPGet != nil:
+		err = c.check(&corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: h.HTTPGet},
+			TimeoutSeconds: int32(max(time.Until(deadline)/time.Second, 1))})
+	case h.Sleep != nil:
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(h.Sleep.Seconds) * time.Second):
+		}
+	default:
+		err = errors.New("the runner runs exec, httpGet and sleep hooks only")
+	}
+	if err == nil && ctx.Err() != nil {
+		err = fmt.Errorf("not done when the grace period ended: %w", ctx.Err())
+	}
+	took := time.Since(start).Round(time.Millisecond)
+	if err != nil {
+		fmt.Fprintf(logFile, "--- runner: preStop hook failed after %s: %v\n", took, err)
+		c.p.r.log.Warn("FailedPreStopHook", "pod", c.p.namespace+"/"+c.p.name, "container", c.spec.Name, "took", took, "err", err)
+		return
+	}
+	fmt.Fprintf(logFile, "--- runner: preStop hook done in %s\n", took)
+}
+
+// execHook runs argv inside the running container whose process is pid.
+func (c *container) execHook(ctx context.Context, pid int, argv []string, out *os.File) error {
+	if len(argv) == 0 {
+		return errors.New("exec hook without a command")
+	}
+	img, ok := c.p.r.opts.Images(c.spec.Image)
+	if !ok {
+		return fmt.Errorf("%w: %q", errNoImage, c.spec.Image)
+	}
+	e, err := c.p.containerEnv(ctx, c.p.object(), &c.spec, img)
+	if err != nil {
+		return err
+	}
+	argv = append([]string(nil), argv...)
+	if host, ok := img.Files[argv[0]]; ok {
+		argv[0] = host
+	}
+	fmt.Fprintf(out, "--- runner: preStop %s %q\n", time.Now().Format(time.RFC3339Nano), argv)
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--target", strconv.Itoa(pid), "--net", "--mount", "--uts", "--"}, argv...)...)
+	cmd.Env = e.list()
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.WaitDelay = time.Second
+	return cmd.Run()
+}
+
+func (c *container) logPath() string {
+	return filepath.Join(c.p.r.opts.Dir, "logs", c.p.namespace+"_"+c.p.name+"_"+c.spec.Name+".log")
 }
 
 // probe runs the startup probe until it passes (the container counts as started), then
