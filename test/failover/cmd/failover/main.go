@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -26,6 +27,7 @@ func main() {
 	dir := fs.String("dir", "", "state directory: cluster, logs, every container's output (default: a new temporary one, removed when all passed)")
 	only := fs.String("scenario", "", "run only scenarios whose name matches this regular expression")
 	trials := fs.Int("trials", 5, "trials of each scenario, each on fresh rings")
+	setup := fs.String("setup", "", "run only the setups whose name matches this regular expression (habring, bootstrap StatefulSet); the summary line still names both")
 	converge := fs.Duration("converge", 2*time.Minute, "how long a ring gets after a disruption or its heal to have one master behind redis-master with its replicas")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `failover: what a Redis failover loses, measured like Jepsen, on habring and on the seed's
@@ -44,7 +46,7 @@ Flags:
 	_ = fs.Parse(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	code, err := run(ctx, *dir, *only, *trials, *converge)
+	code, err := run(ctx, *dir, *only, *setup, *trials, *converge)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "failover:", err)
 		os.Exit(2)
@@ -52,10 +54,23 @@ Flags:
 	os.Exit(code)
 }
 
-func run(ctx context.Context, dir, only string, trials int, converge time.Duration) (int, error) {
+func run(ctx context.Context, dir, only, setup string, trials int, converge time.Duration) (int, error) {
 	re, err := regexp.Compile(only)
 	if err != nil {
 		return 0, fmt.Errorf("--scenario: %w", err)
+	}
+	setupRe, err := regexp.Compile(setup)
+	if err != nil {
+		return 0, fmt.Errorf("--setup: %w", err)
+	}
+	var setups []failover.Setup
+	for _, s := range failover.Setups {
+		if setupRe.MatchString(s.Name) {
+			setups = append(setups, s)
+		}
+	}
+	if len(setups) == 0 {
+		return 0, fmt.Errorf("--setup %q matches no setup (habring, bootstrap StatefulSet)", setup)
 	}
 	if trials < 1 {
 		return 0, fmt.Errorf("--trials %d: want 1 or more", trials)
@@ -86,10 +101,14 @@ func run(ctx context.Context, dir, only string, trials int, converge time.Durati
 		return 0, fmt.Errorf("%w (logs in %s)", err, dir)
 	}
 	defer st.Stop()
-	fmt.Fprintf(os.Stderr, "failover: %d scenario(s) × %d trial(s), habring and the bootstrap StatefulSet side by side\n", len(scenarios), trials)
+	names := make([]string, len(setups))
+	for i, s := range setups {
+		names[i] = s.Name
+	}
+	fmt.Fprintf(os.Stderr, "failover: %d scenario(s) × %d trial(s) on %s\n", len(scenarios), trials, strings.Join(names, " and "))
 	start := time.Now()
 	results := failover.Run(ctx, failover.Env{Client: st.Client, Config: st.Cluster.Config, Runner: st.Runner, Progress: os.Stderr, Converge: converge},
-		scenarios, failover.Setups, trials)
+		scenarios, setups, trials)
 	table(results)
 	h, b := failover.Total(results, true), failover.Total(results, false)
 	errs, habringErrs := 0, 0
