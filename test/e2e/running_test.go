@@ -145,6 +145,11 @@ func TestExampleRingRuns(t *testing.T) {
 	t.Logf("leader pod %s deleted: %s labelled leader, alone in redis-master and its Redis master %s later", leader.Name, moved.Name,
 		time.Since(start).Round(time.Millisecond))
 	requireValue(t, moved.Status.PodIP, password, "habring:e2e", "written through redis-master")
+	// The deleted leader's Redis stopped taking writes (examples/ring.yaml's preStop) before
+	// its Supervisor departed and the ring elected the new one.
+	logs, err := e.runner.Logs(ns, leader.Name, "redis")
+	require.NoError(t, err)
+	require.Regexp(t, `(?s)runner: preStop .*CLIENT PAUSE.*\nOK\n--- runner: preStop hook done`, string(logs))
 	redis = readyPods(t, e, ns, "redis", 3, 3*time.Minute)
 	requireOneRing(t, append(slices.Clone(bastion), redis...), 2*time.Minute)
 	leader = requireOneLeader(t, e, ns, "redis", "redis-master", 3, 2*time.Minute)
