@@ -30,7 +30,7 @@ func (c *Checker) ExplainPod(ctx context.Context, ns, name string) (*Report, err
 	}
 	if patch.Injected(p) {
 		peers := p.Annotations[contract.AnnotationPeers]
-		if peers == "" {
+		if contract.Bootstraps(p.Annotations) {
 			peers = "none: it bootstraps the ring"
 		}
 		r.Pass("injected by habring into ring %s, peers %s (%s)", p.Labels[contract.LabelRing], peers, p.Annotations[contract.AnnotationPeersReason])

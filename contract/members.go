@@ -104,12 +104,11 @@ func Ordinal(sts, podName string) int {
 	return n
 }
 
-// BootstrapReason starts the peers-reason of a pod admitted to start its ring.
-const BootstrapReason = "bootstrap: "
-
-// Bootstraps reports whether a pod with these annotations was admitted to start its ring:
-// injected with no peers, as pod 0 of a StatefulSet whose ring had no live member.
+// Bootstraps reports whether a pod with these annotations was admitted to start its ring,
+// as the webhook recorded it in AnnotationBootstrap: injected, with no peer, as pod 0 of
+// a StatefulSet whose ring had no live member. A pod admitted before that annotation
+// existed reports false (README "Migration").
 func Bootstraps(podAnnotations map[string]string) bool {
 	return podAnnotations[AnnotationStatus] == StatusInjected && podAnnotations[AnnotationPeers] == "" &&
-		strings.Contains(podAnnotations[AnnotationPeersReason], BootstrapReason)
+		podAnnotations[AnnotationBootstrap] == BootstrapTrue
 }

@@ -42,12 +42,14 @@ func TestOrdinal(t *testing.T) {
 
 func TestBootstraps(t *testing.T) {
 	t.Parallel()
-	injected := func(peers, reason string) map[string]string {
-		return map[string]string{AnnotationStatus: StatusInjected, AnnotationPeers: peers, AnnotationPeersReason: reason}
+	injected := func(peers, bootstrap string) map[string]string {
+		return map[string]string{AnnotationStatus: StatusInjected, AnnotationPeers: peers, AnnotationBootstrap: bootstrap,
+			AnnotationPeersReason: "bootstrap: ordinal 0 of StatefulSet db with no live member starts the ring"}
 	}
-	require.True(t, Bootstraps(injected("", BootstrapReason+"ordinal 0 of StatefulSet db with no live member starts the ring")))
-	require.False(t, Bootstraps(injected("10.0.0.1", "1 live member(s)")))
-	require.False(t, Bootstraps(injected("", "1 live member(s)")), "no peers but not admitted as the bootstrap pod")
-	require.False(t, Bootstraps(map[string]string{AnnotationPeersReason: BootstrapReason}), "not injected")
+	require.True(t, Bootstraps(injected("", BootstrapTrue)))
+	require.False(t, Bootstraps(injected("10.0.0.1", BootstrapTrue)), "given peers")
+	require.False(t, Bootstraps(injected("", BootstrapFalse)), "no peers but not admitted as the bootstrap pod")
+	require.False(t, Bootstraps(injected("", "")), "admitted by a release that did not record the decision: the prose is not read")
+	require.False(t, Bootstraps(map[string]string{AnnotationBootstrap: BootstrapTrue}), "not injected")
 	require.False(t, Bootstraps(nil))
 }

@@ -43,8 +43,13 @@ const (
 	// AnnotationPeers records the injected peers, comma-separated ("" when bootstrapping).
 	AnnotationPeers = "habitat.sh/peers"
 	// AnnotationPeersReason says, for a person reading the pod, why those peers were chosen
-	// and which flags the user had already set.
+	// and which flags the user had already set. It is prose: no program reads it.
 	AnnotationPeersReason = "habitat.sh/peers-reason"
+	// AnnotationBootstrap is the webhook's decision, as data: "true" on the pod admitted
+	// to start an empty ring (pod 0 of a StatefulSet with no live member, given no
+	// peer), "false" on every other injected pod. The labeler's ring-joined gate reads
+	// it; the webhook overwrites any value a pod template carried.
+	AnnotationBootstrap = "habitat.sh/bootstrap"
 
 	// ConditionRingJoined is the pod condition (and readiness gate) the labeler sets:
 	// True once the pod's Supervisor knows another alive member of the ring, or it is the
@@ -57,6 +62,9 @@ const (
 	InjectEnabled  = "enabled"
 	InjectDisabled = "disabled"
 	StatusInjected = "injected"
+
+	BootstrapTrue  = "true"
+	BootstrapFalse = "false"
 
 	TopologyStandalone = "standalone"
 	TopologyLeader     = "leader"

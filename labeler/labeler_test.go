@@ -568,7 +568,7 @@ func TestRingJoinedCondition(t *testing.T) {
 				Spec: corev1.PodSpec{ReadinessGates: []corev1.PodReadinessGate{{ConditionType: contract.ConditionRingJoined}}}}
 			if bootstrap {
 				pod.Annotations[contract.AnnotationPeers] = ""
-				pod.Annotations[contract.AnnotationPeersReason] = "bootstrap: ordinal 0 of StatefulSet redis with no live member starts the ring"
+				pod.Annotations[contract.AnnotationBootstrap] = contract.BootstrapTrue
 			}
 			client := fake.NewClientset(pod)
 			var statusPatches atomic.Int32

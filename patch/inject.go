@@ -500,6 +500,7 @@ func Mutate(pod *corev1.Pod, s Spec, plan Plan, opts Options) *corev1.Pod {
 	}
 	out.Annotations[contract.AnnotationStatus] = contract.StatusInjected
 	out.Annotations[contract.AnnotationPeers] = strings.Join(plan.Peers, ",")
+	out.Annotations[contract.AnnotationBootstrap] = strconv.FormatBool(plan.Bootstrap)
 	why := plan.Reason
 	if s.PeerMode == contract.PeerModeWatchFile {
 		why = "watch-file: the labeler keeps " + contract.PeerWatchFile + " filled with live members; " + why

@@ -39,6 +39,9 @@ type Plan struct {
 	Peers []string
 	// Permanent is true for StatefulSet members (--permanent-peer).
 	Permanent bool
+	// Bootstrap is true for the pod that starts an empty ring: pod 0 of a StatefulSet with
+	// no live member, given no peer (the habitat.sh/bootstrap annotation).
+	Bootstrap bool
 	// Reason says, for the habitat.sh/peers-reason annotation, where the peers came from.
 	Reason string
 }
@@ -111,6 +114,7 @@ func Peers(podName string, w Workload, scope Scope, ring contract.Ring, maxPeers
 	if maxPeers > 0 && len(plan.Peers) > maxPeers {
 		plan.Peers = plan.Peers[:maxPeers]
 	}
+	plan.Bootstrap = len(plan.Peers) == 0
 	plan.Reason = reason(w, len(live), names, len(plan.Peers))
 	return plan, nil
 }
@@ -132,7 +136,7 @@ func reason(w Workload, live, names, total int) string {
 		}
 	}
 	if len(parts) == 0 {
-		return contract.BootstrapReason + "ordinal 0 of StatefulSet " + w.Name + " with no live member starts the ring"
+		return "bootstrap: ordinal 0 of StatefulSet " + w.Name + " with no live member starts the ring"
 	}
 	s := strings.Join(parts, " and ")
 	if total < live+names {
