@@ -188,7 +188,8 @@ func TestButterflyTimers(t *testing.T) {
 	}
 	// A departure is known at once, never taken for a death.
 	s4 := n.start(t, 4, "", habitat, "--peer="+s1.ip)
-	eventually(t, "s1 sees s4", func() bool { return healths(s1)[s4.ID()] == Alive })
+	// Both ways: a member that departs before it joined tells nobody, and is found dead.
+	eventually(t, "s1 and s4 see each other", func() bool { return sees(s1, s4.ID()) && sees(s4, s1.ID()) })
 	require.NoError(t, s4.Depart(time.Second))
 	// Polled here, not in require.Eventually, whose condition runs in a goroutine that may
 	// still write what its failure message reads.
@@ -240,7 +241,7 @@ func TestShutdownDepartsThenStopsTheService(t *testing.T) {
 	for i := range 3 {
 		waitLines(t, filepath.Join(varDir(i), "starts"), 1) // standalone: started at the first tick
 	}
-	eventually(t, "s1 sees s2", func() bool { return healths(s1)[s2.ID()] == Alive })
+	eventually(t, "s1 sees s2", func() bool { return sees(s1, s2.ID()) })
 
 	require.NoError(t, s2.Depart(time.Second))
 	assert.Equal(t, []string{"stop"}, lines(t, filepath.Join(varDir(1), "stops")), "the run hook got SIGTERM")
