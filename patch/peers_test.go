@@ -1,20 +1,12 @@
 package patch
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"reflect"
-	"slices"
 	"testing"
 
-	jsonpatch5 "github.com/evanphx/json-patch/v5"
 	"github.com/stretchr/testify/require"
-	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/contract"
 )
@@ -173,123 +165,12 @@ func TestBootstraps(t *testing.T) {
 		spec := Spec{Ring: "main", PeerMode: mode, Labeler: true}
 		first, err := Peers("db-0", Workload{Kind: KindStatefulSet, Name: "db", ServiceName: "db", Ordinal: 0}, scope, ring, 5)
 		require.NoError(t, err)
-		require.True(t, contract.Bootstraps(Mutate(pod, spec, first, Options{}).Annotations), mode)
+		out, _ := Mutate(pod, spec, first, Options{})
+		require.True(t, contract.Bootstraps(out.Annotations), mode)
 		second, err := Peers("db-1", Workload{Kind: KindStatefulSet, Name: "db", ServiceName: "db", Ordinal: 1}, scope, ring, 5)
 		require.NoError(t, err)
-		require.False(t, contract.Bootstraps(Mutate(pod, spec, second, Options{}).Annotations), mode)
+		out, _ = Mutate(pod, spec, second, Options{})
+		require.False(t, contract.Bootstraps(out.Annotations), mode)
 	}
 	require.False(t, contract.Bootstraps(pod.Annotations), "not injected")
-}
-
-// writeOps gives the bytes json.Marshal gives for the library's operations, null values of
-// add and replace included, escapes in paths, containers and volumes that Mutate did not
-// share (a volume named as the labeler's is encoded, not taken for it).
-func TestEncodePatch(t *testing.T) {
-	t.Parallel()
-	ops := []jsonpatch.Operation{
-		jsonpatch.NewOperation("add", "/metadata/labels/habitat.sh~1ring", "main"),
-		jsonpatch.NewOperation("replace", "/spec/x", nil),
-		jsonpatch.NewOperation("add", "/spec/y", nil),
-		jsonpatch.NewOperation("remove", "/spec/z", nil),
-		jsonpatch.NewOperation("add", "/spec/volumes/-", map[string]any{"name": "a<b>&", "emptyDir": map[string]any{}}),
-		jsonpatch.NewOperation("add", "/metadata/annotations/a<b>&\"q\"\\é\u2028\x01", "v"),
-		jsonpatch.NewOperation("remove", "/spec/containers/0/env", nil),
-		jsonpatch.NewOperation("add", "/spec/containers/1", &corev1.Container{Name: "habring-labeler", Args: []string{"<&>"}}),
-		jsonpatch.NewOperation("add", "/spec/volumes", &[]corev1.Volume{{Name: "habring-labeler-token"}}),
-	}
-	want, err := json.Marshal(ops)
-	require.NoError(t, err)
-	var got bytes.Buffer
-	require.NoError(t, writeOps(&got, ops, &Result{Patch: ops}))
-	require.JSONEq(t, string(want), got.String())
-	require.Equal(t, string(want), got.String())
-}
-
-// Patch paths sort segment by segment, array indices as numbers, a parent before its
-// children.
-func TestComparePaths(t *testing.T) {
-	paths := []string{"/spec/containers/10/args", "/spec/containers/2/env/0", "/metadata/labels/habitat.sh~1ring",
-		"/spec/containers/2", "/spec/containers/2/env/11", "/spec/containers/2/env/9", "/metadata/annotations", "/spec/volumes/-"}
-	slices.SortFunc(paths, comparePaths)
-	require.Equal(t, []string{"/metadata/annotations", "/metadata/labels/habitat.sh~1ring", "/spec/containers/2",
-		"/spec/containers/2/env/0", "/spec/containers/2/env/9", "/spec/containers/2/env/11", "/spec/containers/10/args",
-		"/spec/volumes/-"}, paths)
-	require.Zero(t, comparePaths("/a/1", "/a/1"))
-	require.Zero(t, testing.AllocsPerRun(100, func() { comparePaths("/spec/containers/2/env/9", "/spec/containers/2/env/11") }))
-}
-
-// The list and field views give operations that turn the JSON of from into the JSON of to,
-// also for fields encoding/json leaves out (omitempty, omitzero), keys that need escaping,
-// and types it cannot view field by field (",string").
-func TestShrinkOperationsApply(t *testing.T) {
-	t.Parallel()
-	type inner struct {
-		A string `json:"a"`
-	}
-	type elem struct {
-		Name  string   `json:"name"`
-		Z     inner    `json:"z,omitzero"`
-		E     []string `json:"e,omitempty"`
-		Slash string   `json:"a/b~c,omitempty"`
-	}
-	type quoted struct {
-		Name string `json:"name"`
-		N    int    `json:"n,string"`
-	}
-	base := []elem{{Name: "a"}, {Name: "b", E: []string{"x"}}}
-	requireShrinkApplies(t, nil, base)
-	requireShrinkApplies(t, base, append(slices.Clone(base), elem{Name: "c"}))
-	grown := slices.Clone(base)
-	grown[0].Z, grown[0].E, grown[0].Slash = inner{A: "set"}, []string{"new"}, "v"
-	grown[1].E = []string{"x", "y", "z"}
-	requireShrinkApplies(t, base, grown)
-	requireShrinkApplies(t, grown, []elem{{Name: "a", Z: inner{A: "q"}}})
-	requireShrinkApplies(t, []quoted{{Name: "a", N: 1}}, []quoted{{Name: "a", N: 2}, {Name: "b"}})
-}
-
-func requireShrinkApplies[T any](t *testing.T, from, to []T) {
-	t.Helper()
-	type doc struct {
-		L []T `json:"l,omitempty"`
-	}
-	var adds []jsonpatch.Operation
-	fv, tv := shrink("/l", true, from, to, &adds)
-	a, err := json.Marshal(map[string]any{"l": fv})
-	require.NoError(t, err)
-	b, err := json.Marshal(map[string]any{"l": tv})
-	require.NoError(t, err)
-	ops, err := jsonpatch.CreatePatch(a, b)
-	require.NoError(t, err)
-	var p bytes.Buffer
-	require.NoError(t, writeOps(&p, append(ops, adds...), nil))
-	decoded, err := jsonpatch5.DecodePatch(p.Bytes())
-	require.NoError(t, err)
-	before, err := json.Marshal(doc{L: from})
-	require.NoError(t, err)
-	after, err := decoded.Apply(before)
-	require.NoError(t, err, "patch %s on %s", p, before)
-	want, err := json.Marshal(doc{L: to})
-	require.NoError(t, err)
-	require.JSONEq(t, string(want), string(after), "patch %s", p)
-}
-
-// equal is reflect.DeepEqual, field by field of containers.
-func TestEqualIsDeepEqual(t *testing.T) {
-	t.Parallel()
-	empty, one := []string{}, []string{"a"}
-	cs := []corev1.Container{
-		{}, {Name: "a"}, {Name: "b"}, {Args: empty}, {Args: one}, {Args: []string{"b"}}, {Args: []string{"a", "b"}},
-		{Stdin: true}, {SecurityContext: &corev1.SecurityContext{}}, {SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](1)}},
-		{Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{}}}, {Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{"cpu": resource.MustParse("1")}}},
-		{Ports: []corev1.ContainerPort{{ContainerPort: 1}}}, {Ports: []corev1.ContainerPort{{ContainerPort: 2}}},
-	}
-	for i := range cs {
-		for j := range cs {
-			a, b := reflect.ValueOf(&cs[i]).Elem(), reflect.ValueOf(&cs[j]).Elem()
-			for f := range a.NumField() {
-				require.Equal(t, reflect.DeepEqual(a.Field(f).Interface(), b.Field(f).Interface()), equal(a.Field(f), b.Field(f)),
-					"%s of %d and %d", a.Type().Field(f).Name, i, j)
-			}
-		}
-	}
 }

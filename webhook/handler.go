@@ -72,9 +72,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel = context.WithTimeout(ctx, h.Timeout)
 		defer cancel()
 	}
-	patchBuf := buffers.Get().(*bytes.Buffer)
-	defer release(patchBuf)
-	resp, outcome, reason := h.review(ctx, req, pod, patchBuf)
+	resp, outcome, reason := h.review(ctx, req, pod)
 	resp.UID = req.UID
 	out := admissionv1.AdmissionReview{TypeMeta: meta, Response: resp}
 	buf := buffers.Get().(*bytes.Buffer)
@@ -92,7 +90,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.observe(start, outcome, reason)
 }
 
-// buffers are the handler's scratch space: the patch and the response are encoded there.
+// buffers are the handler's scratch space: the response is encoded there.
 var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func release(b *bytes.Buffer) {
@@ -212,9 +210,7 @@ func checkReview(tm metav1.TypeMeta, req *admissionv1.AdmissionRequest) error {
 
 // review decides one request. Dry-run requests take exactly the same path: nothing here
 // writes anywhere (sideEffects: None).
-// review decides; an injection's patch is encoded into patchBuf, which the response
-// refers to.
-func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest, pod *corev1.Pod, patchBuf *bytes.Buffer) (resp *admissionv1.AdmissionResponse, outcome, reason string) {
+func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest, pod *corev1.Pod) (resp *admissionv1.AdmissionResponse, outcome, reason string) {
 	if req.Resource != podResource || req.SubResource != "" {
 		msg := fmt.Sprintf("habring mutates pods only, but was sent %s; fix the webhook configuration's rules", resourceName(req.Resource, req.SubResource))
 		h.log(ctx, slog.LevelWarn, "request for a resource habring does not handle", req, nil, "resource", req.Resource.String(), "subResource", req.SubResource)
@@ -258,8 +254,7 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 		h.log(ctx, slog.LevelDebug, "skipped", req, &d, "reason", d.Skip)
 		return &admissionv1.AdmissionResponse{Allowed: true}, OutcomeSkipped, d.Skip
 	}
-	err = d.Result.WritePatch(patchBuf)
-	p := patchBuf.Bytes()
+	p, err := d.Result.PatchJSON()
 	if err != nil {
 		return deny(http.StatusInternalServerError, metav1.StatusReasonInternalError, "encode patch: "+err.Error()), OutcomeErrored, "internal"
 	}
