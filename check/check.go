@@ -89,7 +89,7 @@ type Checker struct {
 	Clients *ring.Clients
 	Config  Config
 	Now     func() time.Time
-	// live answers patch.Admit's questions as the webhook's caches do; made on first use.
+	// live answers patch.Injector.Admit's questions as the webhook's caches do; made on first use.
 	live patch.Source
 }
 

@@ -183,7 +183,7 @@ func hasLabeler(p *corev1.Pod) bool {
 }
 
 // notInjected reports a ring workload's pod without habitat.sh/status: injected, and why,
-// by asking patch.Admit what the webhook would do with it now.
+// by asking patch.Injector.Admit what the webhook would do with it now.
 func (c *Checker) notInjected(ctx context.Context, r *Report, ns string, w ringWorkload, p *corev1.Pod) {
 	why, fix, status := c.explain(ctx, ns, p)
 	msg := fmt.Sprintf("pod %s (%s %s, ring %s) is not injected: %s", p.Name, w.kind, w.name, w.ring, why)

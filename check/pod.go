@@ -16,7 +16,7 @@ import (
 )
 
 // ExplainPod says why the pod ns/name was or was not injected: from its annotations when
-// it was, else from patch.Admit (the webhook's own decision) on the cluster as it is now.
+// it was, else from patch.Injector.Admit (the webhook's own decision) on the cluster as it is now.
 func (c *Checker) ExplainPod(ctx context.Context, ns, name string) (*Report, error) {
 	r := &Report{}
 	r.Section("pod " + ns + "/" + name)
@@ -55,7 +55,7 @@ func (c *Checker) explain(ctx context.Context, ns string, p *corev1.Pod) (why, f
 	if err != nil {
 		return "cannot decide: " + err.Error(), "", Skip
 	}
-	d, err := patch.Admit(ctx, p, ns, src, patch.Options{LabelerImage: "habring"})
+	d, err := patch.NewInjector(patch.Options{LabelerImage: "habring"}).Admit(ctx, p, ns, src)
 	var annErr *patch.AnnotationError
 	switch {
 	case errors.As(err, &annErr):
@@ -81,7 +81,7 @@ func (c *Checker) explain(ctx context.Context, ns string, p *corev1.Pod) (why, f
 
 // unseen reports (ok false) when the webhook never sees pod p: no installation, or its
 // namespace not selected. The webhook's objectSelector and matchConditions are what
-// patch.Admit checks again (owner kind, opt-out).
+// patch.Injector.Admit checks again (owner kind, opt-out).
 func (c *Checker) unseen(ctx context.Context, ns string, p *corev1.Pod) (why, fix string, ok bool) {
 	inst, err := c.installation(ctx)
 	if err != nil {

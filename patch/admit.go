@@ -44,7 +44,7 @@ type Decision struct {
 // Admit decides what happens to pod, created in namespace. An error is a denial:
 // *AnnotationError and *NoPeersError (errors.Is ErrNoBootstrap) are the user's to fix,
 // ErrOwnerNotFound the controller's to retry, anything else came from the Source.
-func Admit(ctx context.Context, pod *corev1.Pod, namespace string, src Source, opts Options) (Decision, error) {
+func (inj *Injector) Admit(ctx context.Context, pod *corev1.Pod, namespace string, src Source) (Decision, error) {
 	if OptedOut(pod) {
 		return Decision{Skip: SkipOptedOut}, nil
 	}
@@ -72,6 +72,6 @@ func Admit(ctx context.Context, pod *corev1.Pod, namespace string, src Source, o
 	if err != nil {
 		return d, fmt.Errorf("ring %q in namespace %q: %w", d.Spec.Ring, namespace, err)
 	}
-	d.Result, err = Inject(pod, w, d.Spec, namespace, ring, opts)
+	d.Result, err = inj.Inject(pod, w, d.Spec, namespace, ring)
 	return d, err
 }

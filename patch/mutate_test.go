@@ -8,25 +8,31 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/habring/habring/contract"
 	"github.com/habring/habring/patch"
 )
 
 // Mutate's operations apply to every form in which JSON can say "none" (a list or map left
-// out, empty, or null) and "some" (with keys that need escaping in a pointer), and give the
-// pod Mutate returns.
+// out, empty, or null) and "some" (with keys that need escaping in a pointer): each form of
+// "none" gives the same pod, whatever the pod had is kept, and what Mutate adds is all
+// there (a second Mutate finds nothing more to add).
 func TestMutateOperationsApply(t *testing.T) {
 	t.Parallel()
 	full := patch.Spec{Ring: "main", PeerMode: contract.PeerModeWatchFile, Labeler: true, JoinedGate: true,
 		RingKey: &patch.SecretRef{Name: "ring-key", Key: "key"}, GatewayAuth: &patch.SecretRef{Name: "gw", Key: "auth"}}
 	plan := patch.Plan{Peers: []string{"10.0.0.1"}, Reason: "1 live member(s)"}
+	native := patch.NewInjector(patch.Options{NativeSidecar: true})
+	leftOut := `{"metadata":{"name":"db-1"},"spec":{"containers":[{"name":"sup"}]}}`
+	reference, _ := mutate(t, native, leftOut, full, plan)
 	tests := map[string]struct {
-		raw  string
-		spec patch.Spec
-		opts patch.Options
+		raw   string
+		spec  patch.Spec
+		inj   *patch.Injector
+		check func(t *testing.T, after *corev1.Pod)
 	}{
-		"everything left out": {raw: `{"metadata":{"name":"db-1"},"spec":{"containers":[{"name":"sup"}]}}`},
+		"everything left out": {raw: leftOut},
 		"everything empty": {raw: `{"metadata":{"name":"db-1","labels":{},"annotations":{}},
 			"spec":{"containers":[{"name":"sup","args":[],"env":[],"volumeMounts":[]}],"initContainers":[],"volumes":[],"readinessGates":[]}}`},
 		"everything null": {raw: `{"metadata":{"name":"db-1","labels":null,"annotations":null},
@@ -35,81 +41,128 @@ func TestMutateOperationsApply(t *testing.T) {
 			"annotations":{"habitat.sh/peers":"stale","x~y/z":"1"}},
 			"spec":{"containers":[{"name":"sup","args":["run","core/redis"],"env":[{"name":"A","value":"1"}],
 			"volumeMounts":[{"name":"data","mountPath":"/data"}]},{"name":"other"}],
-			"initContainers":[{"name":"init"}],"volumes":[{"name":"data","emptyDir":{}}],"readinessGates":[{"conditionType":"x"}]}}`},
+			"initContainers":[{"name":"init"}],"volumes":[{"name":"data","emptyDir":{}}],"readinessGates":[{"conditionType":"x"}]}}`,
+			check: func(t *testing.T, after *corev1.Pod) {
+				require.Equal(t, map[string]string{"a/b~c": "x", contract.LabelRing: "main"}, after.Labels)
+				require.Equal(t, "1", after.Annotations["x~y/z"])
+				require.Equal(t, "10.0.0.1", after.Annotations[contract.AnnotationPeers])
+				sup := after.Spec.Containers[0]
+				require.Equal(t, []string{"run", "core/redis"}, sup.Args[:2])
+				require.Equal(t, corev1.EnvVar{Name: "A", Value: "1"}, sup.Env[0])
+				require.Equal(t, "data", sup.VolumeMounts[0].Name)
+				require.Equal(t, corev1.Container{Name: "other"}, after.Spec.Containers[1])
+				require.Equal(t, []string{"init", contract.LabelerContainerName}, names(after.Spec.InitContainers))
+				require.Equal(t, "data", after.Spec.Volumes[0].Name)
+				require.Equal(t, corev1.PodConditionType("x"), after.Spec.ReadinessGates[0].ConditionType)
+			}},
 		"a regular container sidecar, a container named": {
 			raw:  `{"metadata":{"name":"db-1"},"spec":{"containers":[{"name":"app"},{"name":"sup","args":["--peer=x"]}]}}`,
 			spec: patch.Spec{Ring: "main", PeerMode: contract.PeerModeArgs, Labeler: true, Container: "sup"},
-			opts: patch.Options{NativeSidecar: false}},
+			inj:  patch.NewInjector(patch.Options{NativeSidecar: false}),
+			check: func(t *testing.T, after *corev1.Pod) {
+				require.Equal(t, []string{"app", "sup", contract.LabelerContainerName}, names(after.Spec.Containers))
+				require.Equal(t, corev1.Container{Name: "app"}, after.Spec.Containers[0])
+				require.Equal(t, "--peer=x", after.Spec.Containers[1].Args[0])
+				require.Equal(t, contract.PodIPEnv, after.Spec.Containers[1].Env[0].Name)
+				require.Equal(t, []string{"--ring=main"}, after.Spec.Containers[2].Args)
+				require.Empty(t, after.Spec.InitContainers)
+			}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			spec, opts := tc.spec, tc.opts
+			spec, inj := tc.spec, tc.inj
 			if spec.Ring == "" {
-				spec, opts = full, patch.Options{NativeSidecar: true}
+				spec, inj = full, native
 			}
-			var pod corev1.Pod
-			require.NoError(t, json.Unmarshal([]byte(tc.raw), &pod))
-			out, ops := patch.Mutate(&pod, spec, plan, opts)
-			p, err := json.Marshal(ops)
-			require.NoError(t, err)
-			decoded, err := jsonpatch5.DecodePatch(p)
-			require.NoError(t, err)
-			patched, err := decoded.Apply([]byte(tc.raw))
-			require.NoError(t, err, "patch %s", p)
-			var after corev1.Pod
-			require.NoError(t, json.Unmarshal(patched, &after))
-			require.Equal(t, out, &after, "patch %s", p)
+			after, p := mutate(t, inj, tc.raw, spec, plan)
+			if tc.check == nil {
+				require.Equal(t, reference, after, "patch %s", p)
+			} else {
+				tc.check(t, after)
+			}
+			for _, op := range inj.Mutate(after, spec, plan) {
+				require.Equal(t, "/metadata/annotations/habitat.sh~1peers-reason", op.Path, "a second mutation changed %s; patch %s", op.Path, p)
+			}
 		})
 	}
 }
 
-// What Mutate returns is its own: changing one result changes neither the pod given, nor
-// the operations, nor the result of another call.
+// mutate applies Mutate's patch for raw to raw itself, as the API server does, and to the
+// pod as these types decode it, as render does; both give the pod it returns.
+func mutate(t *testing.T, inj *patch.Injector, raw string, spec patch.Spec, plan patch.Plan) (*corev1.Pod, []byte) {
+	t.Helper()
+	var pod corev1.Pod
+	require.NoError(t, json.Unmarshal([]byte(raw), &pod))
+	p, err := json.Marshal(inj.Mutate(&pod, spec, plan))
+	require.NoError(t, err)
+	decoded, err := jsonpatch5.DecodePatch(p)
+	require.NoError(t, err)
+	patched, err := decoded.Apply([]byte(raw))
+	require.NoError(t, err, "patch %s", p)
+	var after corev1.Pod
+	require.NoError(t, json.Unmarshal(patched, &after))
+	typed, err := patch.Apply(&pod, p)
+	require.NoError(t, err)
+	require.Equal(t, typed, &after, "patch %s", p)
+	return &after, p
+}
+
+func names(cs []corev1.Container) []string {
+	var n []string
+	for _, c := range cs {
+		n = append(n, c.Name)
+	}
+	return n
+}
+
+// Mutate reads the pod and changes nothing of it, and what it returns is its own:
+// scribbling over one call's operations changes neither the pod given nor another call's
+// patch.
 func TestMutateSharesNothing(t *testing.T) {
 	t.Parallel()
-	spec := patch.Spec{Ring: "main", PeerMode: contract.PeerModeWatchFile, Labeler: true, GatewayAuth: &patch.SecretRef{Name: "gw", Key: "auth"}}
+	spec := patch.Spec{Ring: "main", PeerMode: contract.PeerModeWatchFile, Labeler: true, JoinedGate: true,
+		GatewayAuth: &patch.SecretRef{Name: "gw", Key: "auth"}}
 	plan := patch.Plan{Peers: []string{"10.0.0.1"}, Reason: "1 live member(s)"}
-	opts := patch.Options{LabelerImage: "habring", NativeSidecar: true}
-	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "sup", Args: make([]string, 1, 10)}}}}
+	inj := patch.NewInjector(patch.Options{LabelerImage: "habring", NativeSidecar: true})
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "b"}, Annotations: map[string]string{"c": "d"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "sup", Args: make([]string, 1, 10)}}}}
 	before := pod.DeepCopy()
-
-	first, ops := patch.Mutate(pod, spec, plan, opts)
-	opsJSON, err := json.Marshal(ops)
+	want, err := json.Marshal(inj.Mutate(pod, spec, plan))
 	require.NoError(t, err)
-	second, _ := patch.Mutate(pod, spec, plan, opts)
-	want := second.DeepCopy()
 
-	// Scribble over everything of the first result that could be shared.
-	first.Labels["x"], first.Annotations["x"] = "x", "x"
-	sup, lab := &first.Spec.Containers[0], &first.Spec.InitContainers[0]
-	sup.Args[0], sup.Args[len(sup.Args)-1] = "x", "x"
-	sup.Env[0].ValueFrom.FieldRef.FieldPath = "x"
-	sup.VolumeMounts[0].MountPath = "x"
-	lab.Args[0], lab.Env[0].ValueFrom.FieldRef.FieldPath = "x", "x"
-	lab.Env[len(lab.Env)-1].ValueFrom.SecretKeyRef.Name = "x"
-	lab.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("9")
-	lab.SecurityContext.Capabilities.Drop[0] = "x"
-	*lab.RestartPolicy, *lab.SecurityContext.RunAsUser = "x", 1
-	for i := range first.Spec.Volumes {
-		v := &first.Spec.Volumes[i]
-		if v.EmptyDir != nil {
+	first := inj.Mutate(pod, spec, plan)
+	for i := range first {
+		switch v := first[i].Value.(type) {
+		case []string:
+			for j := range v {
+				v[j] = "x"
+			}
+		case string:
+			first[i].Value = "x"
+		case map[string]string:
+			for k := range v {
+				v[k] = "x"
+			}
+		case corev1.EnvVar:
+			if v.ValueFrom.FieldRef != nil {
+				v.ValueFrom.FieldRef.FieldPath = "x"
+			} else {
+				v.ValueFrom.SecretKeyRef.Name = "x"
+			}
+		case corev1.VolumeMount:
+			first[i].Value = corev1.VolumeMount{Name: "x"}
+		case corev1.Volume:
 			v.EmptyDir.SizeLimit.Add(resource.MustParse("1Gi"))
 			v.EmptyDir.Medium = "x"
+		case []any:
+			first[i].Value = []any{"x"}
 		}
-		if v.Projected != nil {
-			*v.Projected.DefaultMode = 0
-			*v.Projected.Sources[0].ServiceAccountToken.ExpirationSeconds = 1
-			v.Projected.Sources[1].ConfigMap.Items[0].Key = "x"
-		}
+		first[i].Path = "x"
 	}
-	first.Spec.Volumes = append(first.Spec.Volumes[:0], corev1.Volume{Name: "x"})
 
 	require.Equal(t, before, pod, "the pod given")
-	after, err := json.Marshal(ops)
+	again, err := json.Marshal(inj.Mutate(pod, spec, plan))
 	require.NoError(t, err)
-	require.JSONEq(t, string(opsJSON), string(after), "the operations")
-	require.Equal(t, want, second, "another call's result")
-	third, _ := patch.Mutate(pod, spec, plan, opts)
-	require.Equal(t, want, third, "a later call's result")
+	require.JSONEq(t, string(want), string(again), "another call's patch")
 }

@@ -1,6 +1,7 @@
 package patch
 
 import (
+	"encoding/json"
 	"errors"
 	"testing"
 
@@ -161,15 +162,23 @@ func TestBootstraps(t *testing.T) {
 	scope := Scope{Ring: "main", Namespace: "ns", ClusterDomain: "cluster.local"}
 	ring := contract.Ring{StatefulSets: []contract.BootstrapSet{{Name: "db", ServiceName: "db", Replicas: 3, Ready: 0}}}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "db-0"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "db"}}}}
+	inj := NewInjector(Options{})
+	admitted := func(plan Plan, spec Spec) *corev1.Pod {
+		p, err := json.Marshal(inj.Mutate(pod, spec, plan))
+		require.NoError(t, err)
+		out, err := Apply(pod, p)
+		require.NoError(t, err)
+		return out
+	}
 	for _, mode := range []string{contract.PeerModeArgs, contract.PeerModeWatchFile} {
 		spec := Spec{Ring: "main", PeerMode: mode, Labeler: true}
 		first, err := Peers("db-0", Workload{Kind: KindStatefulSet, Name: "db", ServiceName: "db", Ordinal: 0}, scope, ring, 5)
 		require.NoError(t, err)
-		out, _ := Mutate(pod, spec, first, Options{})
+		out := admitted(first, spec)
 		require.True(t, contract.Bootstraps(out.Annotations), mode)
 		second, err := Peers("db-1", Workload{Kind: KindStatefulSet, Name: "db", ServiceName: "db", Ordinal: 1}, scope, ring, 5)
 		require.NoError(t, err)
-		out, _ = Mutate(pod, spec, second, Options{})
+		out = admitted(second, spec)
 		require.False(t, contract.Bootstraps(out.Annotations), mode)
 	}
 	require.False(t, contract.Bootstraps(pod.Annotations), "not injected")

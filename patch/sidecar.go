@@ -10,17 +10,14 @@ import (
 	"github.com/habring/habring/contract"
 )
 
-// labeler is the labeler sidecar's container for a pod of s, built afresh for each pod.
-func labeler(s Spec, opts Options) corev1.Container {
-	args := []string{"--ring=" + s.Ring}
-	if s.PeerMode == contract.PeerModeWatchFile {
-		args = append(args, "--peer-watch-file="+contract.PeerWatchFile, "--max-peers="+strconv.Itoa(opts.MaxPeers))
-	}
+// labelerContainer is the labeler sidecar's container as every pod of opts gets it.
+// What differs by ring (labelerArgs, the gateway credential, the peer file's mount) the
+// mutation adds to it with operations of its own.
+func labelerContainer(opts Options) corev1.Container {
 	c := corev1.Container{
 		Name:    contract.LabelerContainerName,
 		Image:   opts.LabelerImage,
 		Command: []string{contract.LabelerCommand},
-		Args:    args,
 		Env: []corev1.EnvVar{
 			{Name: "HABRING_POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
 			{Name: "HABRING_POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
@@ -51,16 +48,19 @@ func labeler(s Spec, opts Options) corev1.Container {
 		// that can label pods. The labeler's in-cluster config reads it from this path.
 		VolumeMounts: []corev1.VolumeMount{{Name: contract.LabelerTokenVolume, MountPath: contract.ServiceAccountDir, ReadOnly: true}},
 	}
-	if s.GatewayAuth != nil {
-		c.Env = append(c.Env, secretEnv(contract.GatewayAuthEnv, s.GatewayAuth))
-	}
-	if s.PeerMode == contract.PeerModeWatchFile {
-		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: contract.PeersVolume, MountPath: contract.PeersDir})
-	}
 	if opts.NativeSidecar {
 		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
 	}
 	return c
+}
+
+// labelerArgs are the labeler's args in a pod of s.
+func labelerArgs(s Spec, opts Options) []string {
+	args := []string{"--ring=" + s.Ring}
+	if s.PeerMode == contract.PeerModeWatchFile {
+		args = append(args, "--peer-watch-file="+contract.PeerWatchFile, "--max-peers="+strconv.Itoa(opts.MaxPeers))
+	}
+	return args
 }
 
 // peersVolume holds the peer watch file, shared by the labeler and the Supervisor.

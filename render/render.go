@@ -89,10 +89,15 @@ func isComment(doc []byte) bool {
 // cluster. Every workload is rendered; the errors of those that fail come back joined.
 func Render(ctx context.Context, objs *patch.Objects, ring patch.Source, opts patch.Options) ([]*corev1.Pod, error) {
 	src := source{Objects: objs, ring: ring}
+	inj := patch.NewInjector(opts)
 	var pods []*corev1.Pod
 	var errs []error
 	admit := func(kind, name string, pod *corev1.Pod) {
-		d, err := patch.Admit(ctx, pod, pod.Namespace, src, opts)
+		d, err := inj.Admit(ctx, pod, pod.Namespace, src)
+		var admitted *corev1.Pod
+		if err == nil && d.Result != nil {
+			admitted, err = patch.Apply(pod, d.Result.Patch)
+		}
 		switch {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("%s %s/%s: pod %s would be denied: %w", kind, pod.Namespace, name, podName(pod), err))
@@ -101,7 +106,7 @@ func Render(ctx context.Context, objs *patch.Objects, ring patch.Source, opts pa
 		case d.Skip != "":
 			errs = append(errs, fmt.Errorf("%s %s/%s: pod %s would be left alone: %s", kind, pod.Namespace, name, podName(pod), d.Skip))
 		default:
-			pods = append(pods, d.Result.Pod)
+			pods = append(pods, admitted)
 		}
 	}
 	for _, s := range objs.StatefulSets {

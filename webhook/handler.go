@@ -32,10 +32,11 @@ var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
 
 // Handler serves /mutate.
 type Handler struct {
-	Source  patch.Source
-	Options patch.Options
-	Metrics *Metrics
-	Log     *slog.Logger
+	Source patch.Source
+	// Injector mutates pods with the webhook's options.
+	Injector *patch.Injector
+	Metrics  *Metrics
+	Log      *slog.Logger
 	// Timeout bounds the work for one request (the owner GET on a cache miss); it must
 	// stay below the webhook configuration's timeoutSeconds.
 	Timeout time.Duration
@@ -230,7 +231,7 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 			return deny(http.StatusBadRequest, metav1.StatusReasonBadRequest, "request object is not a Pod: "+err.Error()), OutcomeErrored, "bad-object"
 		}
 	}
-	d, err := patch.Admit(ctx, pod, req.Namespace, h.Source, h.Options)
+	d, err := h.Injector.Admit(ctx, pod, req.Namespace, h.Source)
 	var ae *patch.AnnotationError
 	switch {
 	case errors.As(err, &ae):
@@ -254,13 +255,9 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 		h.log(ctx, slog.LevelDebug, "skipped", req, &d, "reason", d.Skip)
 		return &admissionv1.AdmissionResponse{Allowed: true}, OutcomeSkipped, d.Skip
 	}
-	p, err := d.Result.PatchJSON()
-	if err != nil {
-		return deny(http.StatusInternalServerError, metav1.StatusReasonInternalError, "encode patch: "+err.Error()), OutcomeErrored, "internal"
-	}
 	h.log(ctx, slog.LevelDebug, "injected", req, &d, "peers", d.Result.Plan.Peers, "reason", d.Result.Plan.Reason)
 	pt := admissionv1.PatchTypeJSONPatch
-	return &admissionv1.AdmissionResponse{Allowed: true, Patch: p, PatchType: &pt}, OutcomeInjected, ""
+	return &admissionv1.AdmissionResponse{Allowed: true, Patch: d.Result.Patch, PatchType: &pt}, OutcomeInjected, ""
 }
 
 // resourceName reads as kubectl names a resource: "pods", "apps/v1 deployments",

@@ -120,7 +120,7 @@ func newFixtureWith(t testing.TB, setup func(*fake.Clientset), objs []runtime.Ob
 	require.True(t, c.WaitForSync(ctx))
 	log := slog.New(slog.DiscardHandler)
 	h := &Handler{Source: c, Metrics: m, Log: log, Timeout: time.Second,
-		Options: patch.Options{LabelerImage: "habring:test", NativeSidecar: true}}
+		Injector: patch.NewInjector(patch.Options{LabelerImage: "habring:test", NativeSidecar: true})}
 	return &fixture{client: client, cluster: c, handler: h, metrics: m, router: NewRouter(h, func() error { return nil }, m, log)}
 }
 

@@ -87,8 +87,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	cluster.OnLookup = m.ownerLookup
-	h := &Handler{Source: cluster, Metrics: m, Log: log, Timeout: cfg.RequestTimeout, Options: patch.Options{
-		MaxPeers: cfg.MaxPeers, ClusterDomain: cfg.ClusterDomain, LabelerImage: cfg.LabelerImage, NativeSidecar: native}}
+	h := &Handler{Source: cluster, Metrics: m, Log: log, Timeout: cfg.RequestTimeout,
+		Injector: patch.NewInjector(patch.Options{MaxPeers: cfg.MaxPeers, ClusterDomain: cfg.ClusterDomain, LabelerImage: cfg.LabelerImage, NativeSidecar: native})}
 
 	var stopping atomic.Bool
 	ready := func() error {

@@ -198,7 +198,7 @@ func habringHandler(ctx context.Context) (http.Handler, error) {
 	}
 	log := slog.New(slog.DiscardHandler)
 	h := &webhook.Handler{Source: c, Metrics: m, Log: log, Timeout: 5 * time.Second,
-		Options: patch.Options{LabelerImage: "habring:load", NativeSidecar: true}}
+		Injector: patch.NewInjector(patch.Options{LabelerImage: "habring:load", NativeSidecar: true})}
 	return webhook.NewRouter(h, func() error { return nil }, m, log), nil
 }
 
