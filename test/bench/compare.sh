@@ -21,6 +21,10 @@ rm -rf "$wt/test/load" && cp -r test/load "$wt/test/load"
 if [ ! -d "$wt/contract" ]; then
   sed -i -e 's/\bcontract\./patch./g' -e '/"github.com\/habring\/habring\/contract"/d' "$wt/test/load/main.go"
 fi
+# A base from before patch.Injector took the handler's options as they were.
+if ! grep -q 'func NewInjector' "$wt/patch/"*.go; then
+  sed -i -E 's/Injector: patch\.NewInjector\((patch\.Options\{[^}]*\})\)\}/Options: \1}/' "$wt/test/load/main.go"
+fi
 echo "before: $(git log -1 --format='%h %cs %s' "$base" | cut -c1-100)"
 echo "after:  this tree ($(git describe --always --dirty))"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(go version | cut -d' ' -f3), $(date -u +%F)"
