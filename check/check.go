@@ -91,6 +91,16 @@ type Checker struct {
 	Now     func() time.Time
 	// live answers patch.Injector.Admit's questions as the webhook's caches do; made on first use.
 	live patch.Source
+	// inj decides as the webhook would; made on first use.
+	inj *patch.Injector
+}
+
+// injector is the Injector --pod explains admissions with.
+func (c *Checker) injector() *patch.Injector {
+	if c.inj == nil {
+		c.inj = patch.NewInjector(patch.Options{LabelerImage: "habring"})
+	}
+	return c.inj
 }
 
 // source is the webhook's view of the cluster: informer caches of StatefulSets,

@@ -55,7 +55,7 @@ func (c *Checker) explain(ctx context.Context, ns string, p *corev1.Pod) (why, f
 	if err != nil {
 		return "cannot decide: " + err.Error(), "", Skip
 	}
-	d, err := patch.NewInjector(patch.Options{LabelerImage: "habring"}).Admit(ctx, p, ns, src)
+	d, err := c.injector().Admit(ctx, p, ns, src)
 	var annErr *patch.AnnotationError
 	switch {
 	case errors.As(err, &annErr):

@@ -43,7 +43,8 @@ type Decision struct {
 
 // Admit decides what happens to pod, created in namespace. An error is a denial:
 // *AnnotationError and *NoPeersError (errors.Is ErrNoBootstrap) are the user's to fix,
-// ErrOwnerNotFound the controller's to retry, anything else came from the Source.
+// ErrOwnerNotFound the controller's to retry; anything else came from the Source or is
+// habring's own failure (a patch it could not encode).
 func (inj *Injector) Admit(ctx context.Context, pod *corev1.Pod, namespace string, src Source) (Decision, error) {
 	if OptedOut(pod) {
 		return Decision{Skip: SkipOptedOut}, nil

@@ -126,7 +126,9 @@ func admit(t *testing.T, c *goldenCase, pod *corev1.Pod) (outcome, *patch.Result
 	case d.Skip != "":
 		return outcome{Skipped: d.Skip}, nil
 	}
-	require.NotEmpty(t, d.Result.Patch, "an injection with an empty patch")
+	var ops []patch.Operation
+	require.NoError(t, json.Unmarshal(d.Result.Patch, &ops))
+	require.NotEmpty(t, ops, "an injection with an empty patch")
 	return outcome{Patch: d.Result.Patch}, d.Result
 }
 

@@ -2,6 +2,7 @@ package patch_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	jsonpatch5 "github.com/evanphx/json-patch/v5"
@@ -117,52 +118,73 @@ func names(cs []corev1.Container) []string {
 }
 
 // Mutate reads the pod and changes nothing of it, and what it returns is its own:
-// scribbling over one call's operations changes neither the pod given nor another call's
-// patch.
+// scribbling over everything one call's operations hold changes neither the pod given nor
+// another call's patch, for a pod that lacks every list and map Mutate adds to (values
+// added whole) and one that has them all (values added one by one).
 func TestMutateSharesNothing(t *testing.T) {
 	t.Parallel()
 	spec := patch.Spec{Ring: "main", PeerMode: contract.PeerModeWatchFile, Labeler: true, JoinedGate: true,
 		GatewayAuth: &patch.SecretRef{Name: "gw", Key: "auth"}}
 	plan := patch.Plan{Peers: []string{"10.0.0.1"}, Reason: "1 live member(s)"}
 	inj := patch.NewInjector(patch.Options{LabelerImage: "habring", NativeSidecar: true})
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "b"}, Annotations: map[string]string{"c": "d"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "sup", Args: make([]string, 1, 10)}}}}
-	before := pod.DeepCopy()
-	want, err := json.Marshal(inj.Mutate(pod, spec, plan))
-	require.NoError(t, err)
-
-	first := inj.Mutate(pod, spec, plan)
-	for i := range first {
-		switch v := first[i].Value.(type) {
-		case []string:
-			for j := range v {
-				v[j] = "x"
-			}
-		case string:
-			first[i].Value = "x"
-		case map[string]string:
-			for k := range v {
-				v[k] = "x"
-			}
-		case corev1.EnvVar:
-			if v.ValueFrom.FieldRef != nil {
-				v.ValueFrom.FieldRef.FieldPath = "x"
-			} else {
-				v.ValueFrom.SecretKeyRef.Name = "x"
-			}
-		case corev1.VolumeMount:
-			first[i].Value = corev1.VolumeMount{Name: "x"}
-		case corev1.Volume:
-			v.EmptyDir.SizeLimit.Add(resource.MustParse("1Gi"))
-			v.EmptyDir.Medium = "x"
-		case []any:
-			first[i].Value = []any{"x"}
-		}
-		first[i].Path = "x"
+	pods := map[string]*corev1.Pod{
+		"lacking all": {Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "sup"}}}},
+		"having all": {ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "b"}, Annotations: map[string]string{"c": "d"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "sup", Args: make([]string, 1, 10),
+				Env: []corev1.EnvVar{{Name: "E"}}, VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/v"}}}},
+				InitContainers: []corev1.Container{{Name: "init"}}, Volumes: []corev1.Volume{{Name: "v"}},
+				ReadinessGates: []corev1.PodReadinessGate{{ConditionType: "x"}}}},
 	}
+	for name, pod := range pods {
+		before := pod.DeepCopy()
+		want, err := json.Marshal(inj.Mutate(pod, spec, plan))
+		require.NoError(t, err)
 
-	require.Equal(t, before, pod, "the pod given")
-	again, err := json.Marshal(inj.Mutate(pod, spec, plan))
-	require.NoError(t, err)
-	require.JSONEq(t, string(want), string(again), "another call's patch")
+		first := inj.Mutate(pod, spec, plan)
+		for _, op := range first {
+			scribble(op.Value)
+		}
+
+		require.Equal(t, before, pod, "%s: the pod given", name)
+		again, err := json.Marshal(inj.Mutate(pod, spec, plan))
+		require.NoError(t, err)
+		require.JSONEq(t, string(want), string(again), "%s: another call's patch", name)
+	}
+}
+
+// scribble changes in place whatever a holder of v could reach and change.
+func scribble(v any) {
+	switch v := v.(type) {
+	case json.Marshaler: // the values every pod shares: their bytes
+		if b, err := v.MarshalJSON(); err == nil {
+			for i := range b {
+				b[i] = 'x'
+			}
+		}
+	case []any:
+		for _, e := range v {
+			scribble(e)
+		}
+	case []string:
+		for i := range v {
+			v[i] = "x"
+		}
+	case map[string]string:
+		for k := range v {
+			v[k] = "x"
+		}
+	case corev1.EnvVar:
+		if f := v.ValueFrom.FieldRef; f != nil {
+			f.FieldPath = "x"
+		}
+		if r := v.ValueFrom.SecretKeyRef; r != nil {
+			r.Name, r.Key = "x", "x"
+		}
+	case corev1.Volume:
+		v.EmptyDir.Medium = "x"
+		v.EmptyDir.SizeLimit.Add(resource.MustParse("1Gi"))
+	case corev1.VolumeMount, corev1.PodReadinessGate, string: // values: nothing to reach
+	default:
+		panic(fmt.Sprintf("scribble: an operation holds a %T; teach scribble to change it", v))
+	}
 }

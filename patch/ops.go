@@ -3,6 +3,7 @@ package patch
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -46,7 +47,7 @@ func (m *mutation) appendTo(path string, have int, v any) int {
 	n := have + m.added[path]
 	switch e, shared := v.(encoded); {
 	case n == 0 && shared:
-		m.ops = append(m.ops, op("add", path, *e.alone))
+		m.ops = append(m.ops, op("add", path, encoded{json: e.list}))
 	case n == 0:
 		m.ops = append(m.ops, op("add", path, []any{v}))
 	default:
@@ -130,11 +131,21 @@ func (m *mutation) addReadinessGate(t corev1.PodConditionType) {
 // it copies its bytes (encoding/json copies what a Marshaler returns). Its fields are
 // unexported so that no caller holding an Operation can change what every pod shares.
 type encoded struct {
-	json  []byte
-	alone *encoded // the list of this value alone, [json], for a list the pod lacks
+	json []byte
+	list []byte // the list of this value alone, [json], for a list the pod lacks
 }
 
-func (e encoded) MarshalJSON() ([]byte, error) { return e.json, nil }
+// MarshalJSON returns a copy: encodePatch reads e.json itself, and a caller holding an
+// Operation from Mutate must not be able to change what every pod shares.
+func (e encoded) MarshalJSON() ([]byte, error) {
+	if len(e.json) == 0 {
+		return nil, errNotMade
+	}
+	return bytes.Clone(e.json), nil
+}
+
+// errNotMade is the error of an Injector not made by NewInjector.
+var errNotMade = errors.New("patch: the Injector was not made by NewInjector")
 
 // encode encodes v, a value of habring's own making: API types whose only Marshalers
 // (Quantity, IntOrString) cannot fail, so an error is a bug here, not bad input.
@@ -143,7 +154,7 @@ func encode(v any) encoded {
 	if err != nil {
 		panic(fmt.Sprintf("patch: encode %T: %v", v, err))
 	}
-	return encoded{json: b, alone: &encoded{json: slices.Concat([]byte("["), b, []byte("]"))}}
+	return encoded{json: b, list: slices.Concat([]byte("["), b, []byte("]"))}
 }
 
 // encodePatch is json.Marshal(ops), byte for byte, without reading the encoded values
@@ -151,6 +162,9 @@ func encode(v any) encoded {
 // to the shared labeler container (1.6 KB) on every admission was 5 µs of a typical one's
 // 37 (profiled 2026-12-04). Those bytes came from json.Marshal when NewInjector made them.
 func encodePatch(ops []Operation) ([]byte, error) {
+	if len(ops) == 0 {
+		return json.Marshal(ops) // null or [], as json.Marshal says them
+	}
 	var b bytes.Buffer
 	size := 2
 	for i := range ops { // grown once: a typical pod's patch is 2.8 KB
@@ -167,6 +181,9 @@ func encodePatch(ops []Operation) ([]byte, error) {
 			b.WriteByte(',')
 		}
 		v, shared := ops[i].Value.(encoded)
+		if shared && len(v.json) == 0 {
+			return nil, errNotMade
+		}
 		if !shared {
 			if err := enc.Encode(&ops[i]); err != nil {
 				return nil, err

@@ -95,10 +95,13 @@ func Render(ctx context.Context, objs *patch.Objects, ring patch.Source, opts pa
 	admit := func(kind, name string, pod *corev1.Pod) {
 		d, err := inj.Admit(ctx, pod, pod.Namespace, src)
 		var admitted *corev1.Pod
+		var applyErr error
 		if err == nil && d.Result != nil {
-			admitted, err = patch.Apply(pod, d.Result.Patch)
+			admitted, applyErr = patch.Apply(pod, d.Result.Patch)
 		}
 		switch {
+		case applyErr != nil:
+			errs = append(errs, fmt.Errorf("%s %s/%s: pod %s: habring's own patch does not apply, a bug to report: %w", kind, pod.Namespace, name, podName(pod), applyErr))
 		case err != nil:
 			errs = append(errs, fmt.Errorf("%s %s/%s: pod %s would be denied: %w", kind, pod.Namespace, name, podName(pod), err))
 		case d.Skip == patch.SkipNoRing:

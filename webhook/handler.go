@@ -33,7 +33,7 @@ var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
 // Handler serves /mutate.
 type Handler struct {
 	Source patch.Source
-	// Injector mutates pods with the webhook's options.
+	// Injector mutates pods with the webhook's options (required: patch.NewInjector).
 	Injector *patch.Injector
 	Metrics  *Metrics
 	Log      *slog.Logger

@@ -336,7 +336,7 @@ func (panicSource) Ring(context.Context, string, string) (contract.Ring, error) 
 func TestPanicIsRecoveredAndCounted(t *testing.T) {
 	t.Parallel()
 	m := NewMetrics()
-	h := &Handler{Source: panicSource{}, Metrics: m, Log: slog.New(slog.DiscardHandler)}
+	h := &Handler{Source: panicSource{}, Injector: patch.NewInjector(patch.Options{}), Metrics: m, Log: slog.New(slog.DiscardHandler)}
 	router := NewRouter(h, func() error { return nil }, m, slog.New(slog.DiscardHandler))
 	w := post(t, router, reviewBody(t, admissionv1.Create, stsPod("db", 0), nil))
 	require.Equal(t, http.StatusInternalServerError, w.Code)
