@@ -204,7 +204,7 @@ func TestHealthyInstall(t *testing.T) {
 		"✓ labeler ClusterRole habring-labeler\n",
 		"✓ labeler policies habring-labeler-own-role-only, habring-labeler-own-lease-only, bound\n",
 		"namespace shop\n--------------\n✓ RoleBinding habring-labeler binds habring-labeler to service account default, whose pods run the labeler\n",
-		"✓ ring main: 3 pods injected, 3 ready, 3 live members as the webhook sees them\n",
+		"✓ ring main: 3 pods injected, 3 ready; 3 live members (ready endpoints of Services labelled habitat.sh/ring=main) for the webhook to give new pods as peers\n",
 		"- ring main: service groups not checked: no Supervisor census through the API server's pod proxy",
 		"✓ ring main, StatefulSet redis: one pod labelled leader, redis-0\n",
 		"Status check results are ✓\n",

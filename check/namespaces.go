@@ -207,11 +207,13 @@ func (c *Checker) checkRing(ctx context.Context, r *Report, ns, ring string, pod
 			byIP[p.Status.PodIP] = p
 		}
 	}
-	members := "members not known"
+	// What the webhook gives a new pod as peers: the ready endpoints of the ring's
+	// Services, from the same caches.
+	members := "its live members not known"
 	if m, err := c.liveMembers(ctx, ns, ring); err == nil {
-		members = fmt.Sprintf("%d live members as the webhook sees them", m)
+		members = fmt.Sprintf("%d live members (ready endpoints of Services labelled %s=%s) for the webhook to give new pods as peers", m, contract.LabelRing, ring)
 	}
-	r.Pass("ring %s: %d pods injected, %d ready, %s", ring, len(pods), ready, members)
+	r.Pass("ring %s: %d pods injected, %d ready; %s", ring, len(pods), ready, members)
 
 	census, from, err := c.census(ctx, pods)
 	if err != nil {

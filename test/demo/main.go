@@ -3,16 +3,19 @@
 // this machine's redis-server, and the real labeler), applies examples/, waits for the
 // ring to form, elect and replicate, and prints per pod what habring injected, the role
 // the labeler set, what its Supervisor says, its Redis's ROLE and offset and the ring it is
-// in, then a write through redis-master read back from a replica. make demo runs it in the
+// in, then a write through redis-master read back from a replica, then `habring check`'s
+// report, which must pass: a demo that fails its own check fails. make demo runs it in the
 // background and make demo-down stops it; see README.
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -80,11 +83,30 @@ func run(ctx context.Context, dir string) error {
 		return err
 	}
 	table(ctx, st, pods, password, c.Kubeconfig, dir)
+	if err := selfCheck(ctx, st.Habring, c.Kubeconfig); err != nil {
+		return err
+	}
 	if err := os.WriteFile(filepath.Join(dir, "ready"), []byte(c.Kubeconfig+"\n"), 0o644); err != nil {
 		return err
 	}
 	<-ctx.Done()
 	fmt.Fprintln(os.Stderr, "demo: stopping")
+	return nil
+}
+
+// selfCheck runs `habring check` on the demo as a user would, prints its report after the
+// table, and fails the demo when the check fails.
+func selfCheck(ctx context.Context, habring, kubeconfig string) error {
+	fmt.Fprintln(os.Stderr, "demo: habring check")
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, habring, "check", "--kubeconfig="+kubeconfig)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	fmt.Printf("\n$ habring check --kubeconfig=%s\n%s", kubeconfig, out.String())
+	if err != nil {
+		_, _ = os.Stderr.Write(out.Bytes())
+		return fmt.Errorf("the demo fails its own habring check (%w); its report is above", err)
+	}
 	return nil
 }
 

@@ -54,10 +54,18 @@ type Webhook struct {
 	binary  string
 }
 
+// The local webhook's certificates live as long as cert-manager's would: its default
+// Certificate duration for the serving certificate (90 days), so `habring check`, which
+// fails under 7 days left, passes on the demo; the CA outlives it.
+const (
+	caValidity      = 365 * 24 * time.Hour
+	servingValidity = 90 * 24 * time.Hour
+)
+
 // StartWebhook runs binary as `habring webhook` against kubeconfig, with a serving
 // certificate from a new CA written under dir, and returns once /readyz answers.
 func StartWebhook(ctx context.Context, dir, binary, kubeconfig string, extraArgs ...string) (*Webhook, error) {
-	ca, err := pki.NewCA("habring-local-webhook-ca", 24*time.Hour)
+	ca, err := pki.NewCA("habring-local-webhook-ca", caValidity)
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +91,7 @@ func StartWebhook(ctx context.Context, dir, binary, kubeconfig string, extraArgs
 
 // Rotate issues a new serving certificate and swaps it in as kubelet updates a Secret volume.
 func (w *Webhook) Rotate() error {
-	crt, key, err := w.CA.Issue([]string{"127.0.0.1"}, time.Now().Add(-time.Minute), time.Hour)
+	crt, key, err := w.CA.Issue([]string{"127.0.0.1"}, time.Now().Add(-time.Minute), servingValidity)
 	if err != nil {
 		return err
 	}
