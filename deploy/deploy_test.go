@@ -82,7 +82,7 @@ func TestManifests(t *testing.T) {
 	require.Len(t, mwc.Webhooks, 1)
 	w := mwc.Webhooks[0]
 	require.Equal(t, []string{"v1"}, w.AdmissionReviewVersions)
-	require.Equal(t, admissionregistrationv1.SideEffectClassNone, *w.SideEffects)
+	require.Equal(t, admissionregistrationv1.SideEffectClassNoneOnDryRun, *w.SideEffects)
 	require.Equal(t, admissionregistrationv1.Fail, *w.FailurePolicy)
 	require.Equal(t, admissionregistrationv1.IfNeededReinvocationPolicy, *w.ReinvocationPolicy)
 	require.Equal(t, svc.Name, w.ClientConfig.Service.Name)
@@ -136,6 +136,7 @@ func TestRBACIsExactlyWhatIsUsed(t *testing.T) {
 		"apps/deployments: get,list,watch",
 		"discovery.k8s.io/endpointslices: list,watch",
 		"/pods: list,watch",
+		"/events: create,patch", // Events on workloads (webhook/events.go)
 	}, rules("habring-webhook"))
 	require.ElementsMatch(t, []string{
 		"/pods: get,list,patch",

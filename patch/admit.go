@@ -35,10 +35,13 @@ const (
 // Decision is the outcome of Admit: either Skip says why the pod is left alone, or Result
 // holds the injection.
 type Decision struct {
-	Skip   string
-	Owner  Owner
-	Spec   Spec
-	Result *Result
+	Skip  string
+	Owner Owner
+	// Workload is the pod's StatefulSet or Deployment, once found (its Name is empty
+	// before).
+	Workload Workload
+	Spec     Spec
+	Result   *Result
 }
 
 // Admit decides what happens to pod, created in namespace. An error is a denial:
@@ -61,6 +64,7 @@ func (inj *Injector) Admit(ctx context.Context, pod *corev1.Pod, namespace strin
 	if err != nil {
 		return d, fmt.Errorf("%s %s/%s: %w", owner.Kind, namespace, owner.Name, err)
 	}
+	d.Workload = w
 	d.Spec, err = ParseSpec(w.Annotations, pod)
 	if errors.Is(err, ErrNotInRing) {
 		d.Skip = SkipNoRing

@@ -34,7 +34,7 @@ func (o *Objects) Workload(_ context.Context, ns string, owner Owner, pod *corev
 	case KindDeployment:
 		for _, d := range o.Deployments {
 			if d.Name == owner.Name && d.Namespace == ns {
-				return Workload{Kind: KindDeployment, Name: d.Name, Annotations: d.Annotations, Ordinal: -1}, nil
+				return Workload{Kind: KindDeployment, Name: d.Name, UID: d.UID, Annotations: d.Annotations, Ordinal: -1}, nil
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/habring/habring/contract"
 )
@@ -19,8 +20,11 @@ const (
 
 // Workload is what the webhook learned about the pod's owner.
 type Workload struct {
-	Kind        string // KindStatefulSet or KindDeployment
-	Name        string
+	Kind string // KindStatefulSet or KindDeployment
+	Name string
+	// UID is the workload's, so that Events about it show in kubectl describe (which
+	// selects them by involvedObject.uid).
+	UID         types.UID
 	Annotations map[string]string
 	// ServiceName is the StatefulSet's governing Service (StatefulSets only).
 	ServiceName string
@@ -41,6 +45,7 @@ func StatefulSetWorkload(sts *appsv1.StatefulSet, pod *corev1.Pod) Workload {
 	return Workload{
 		Kind:        KindStatefulSet,
 		Name:        sts.Name,
+		UID:         sts.UID,
 		Annotations: sts.Annotations,
 		ServiceName: sts.Spec.ServiceName,
 		Ordinal:     StatefulSetOrdinal(sts.Name, pod),

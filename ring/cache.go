@@ -156,7 +156,7 @@ func (c *Cache) Workload(ctx context.Context, ns string, o patch.Owner, pod *cor
 		if err != nil {
 			return patch.Workload{}, lookupError(err)
 		}
-		return patch.Workload{Kind: patch.KindDeployment, Name: m.GetName(), Annotations: m.GetAnnotations(), Ordinal: -1}, nil
+		return patch.Workload{Kind: patch.KindDeployment, Name: m.GetName(), UID: m.GetUID(), Annotations: m.GetAnnotations(), Ordinal: -1}, nil
 	}
 	return patch.Workload{}, fmt.Errorf("unsupported owner kind %q", o.Kind)
 }

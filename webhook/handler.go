@@ -17,6 +17,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
 	sigsjson "sigs.k8s.io/json"
 
 	"github.com/habring/habring/patch"
@@ -35,8 +36,11 @@ type Handler struct {
 	Source patch.Source
 	// Injector mutates pods with the webhook's options (required: patch.NewInjector).
 	Injector *patch.Injector
-	Metrics  *Metrics
-	Log      *slog.Logger
+	// Events records what an operator must act on as Events on the workload (none when
+	// nil): NewEventRecorder.
+	Events  record.EventRecorder
+	Metrics *Metrics
+	Log     *slog.Logger
 	// Timeout bounds the work for one request (the owner GET on a cache miss); it must
 	// stay below the webhook configuration's timeoutSeconds.
 	Timeout time.Duration
@@ -209,8 +213,8 @@ func checkReview(tm metav1.TypeMeta, req *admissionv1.AdmissionRequest) error {
 	return nil
 }
 
-// review decides one request. Dry-run requests take exactly the same path: nothing here
-// writes anywhere (sideEffects: None).
+// review decides one request. Dry-run requests take exactly the same path, but record no
+// Event, the one thing the webhook writes (sideEffects: NoneOnDryRun).
 func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest, pod *corev1.Pod) (resp *admissionv1.AdmissionResponse, outcome, reason string) {
 	if req.Resource != podResource || req.SubResource != "" {
 		msg := fmt.Sprintf("habring mutates pods only, but was sent %s; fix the webhook configuration's rules", resourceName(req.Resource, req.SubResource))
@@ -236,12 +240,14 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 	switch {
 	case errors.As(err, &ae):
 		h.log(ctx, slog.LevelInfo, "denied: invalid annotation", req, &d, "annotation", ae.Key, "err", err)
+		h.event(req, &d, corev1.EventTypeWarning, EventDenied, "denied pod %s: %v", podName(req, pod), err)
 		return deny(http.StatusBadRequest, metav1.StatusReasonInvalid, err.Error()), OutcomeDenied, "invalid-annotation"
 	case errors.Is(err, patch.ErrNoContainers):
 		h.log(ctx, slog.LevelInfo, "denied: no containers", req, &d, "err", err)
 		return deny(http.StatusBadRequest, metav1.StatusReasonInvalid, err.Error()), OutcomeDenied, "no-containers"
 	case errors.Is(err, patch.ErrNoBootstrap):
 		h.log(ctx, slog.LevelInfo, "denied: no peers", req, &d, "err", err)
+		h.event(req, &d, corev1.EventTypeWarning, EventDenied, "denied pod %s until its ring is up: %v", podName(req, pod), err)
 		return deny(http.StatusForbidden, metav1.StatusReasonForbidden, err.Error()), OutcomeDenied, "no-peers"
 	case errors.Is(err, patch.ErrOwnerNotFound):
 		h.log(ctx, slog.LevelInfo, "denied: owner not found", req, &d, "err", err)
@@ -256,6 +262,10 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest,
 		return &admissionv1.AdmissionResponse{Allowed: true}, OutcomeSkipped, d.Skip
 	}
 	h.log(ctx, slog.LevelDebug, "injected", req, &d, "peers", d.Result.Plan.Peers, "reason", d.Result.Plan.Reason)
+	if d.Result.Plan.Bootstrap {
+		h.event(req, &d, corev1.EventTypeNormal, EventBootstrap, "admitted pod %s with no peers: it starts ring %q alone (%s)",
+			podName(req, pod), d.Spec.Ring, d.Result.Plan.Reason)
+	}
 	pt := admissionv1.PatchTypeJSONPatch
 	return &admissionv1.AdmissionResponse{Allowed: true, Patch: d.Result.Patch, PatchType: &pt}, OutcomeInjected, ""
 }

@@ -87,7 +87,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	cluster.OnLookup = m.ownerLookup
-	h := &Handler{Source: cluster, Metrics: m, Log: log, Timeout: cfg.RequestTimeout,
+	events, stopEvents := NewEventRecorder(context.WithoutCancel(ctx), clients.Kube)
+	defer stopEvents()
+	h := &Handler{Source: cluster, Metrics: m, Log: log, Timeout: cfg.RequestTimeout, Events: events,
 		Injector: patch.NewInjector(patch.Options{MaxPeers: cfg.MaxPeers, ClusterDomain: cfg.ClusterDomain, LabelerImage: cfg.LabelerImage, NativeSidecar: native})}
 
 	var stopping atomic.Bool

@@ -14,7 +14,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/contract"
@@ -196,6 +199,20 @@ func requireInjected(t *testing.T, p *corev1.Pod) {
 
 func stableName(ns, sts string, i int) string {
 	return fmt.Sprintf("%s-%d.%s.%s.svc.cluster.local", sts, i, sts, ns)
+}
+
+// described is what `kubectl describe` lists under Events for obj: client-go's Search,
+// which selects by the object's kind, namespace, name and UID, as kubectl does.
+func described(c require.TestingT, e *environment, obj runtime.Object) []string {
+	m, err := meta.Accessor(obj)
+	require.NoError(c, err)
+	list, err := e.client.CoreV1().Events(m.GetNamespace()).Search(scheme.Scheme, obj)
+	require.NoError(c, err)
+	var out []string
+	for _, ev := range list.Items {
+		out = append(out, ev.Type+" "+ev.Reason+" ("+ev.Source.Component+"): "+ev.Message)
+	}
+	return out
 }
 
 func events(t *testing.T, e *environment, ns, kind string) []string {

@@ -221,21 +221,30 @@ func TestDeploymentBeforeStatefulSetRunsOneRing(t *testing.T) {
 	ns := runningNamespace(t, e)
 	t.Parallel()
 	ringService(t, e, ns, "bastion", "main")
-	_, err := e.client.AppsV1().Deployments(ns).Create(t.Context(), deployment(ns, "web", 3, ring("main")), metav1.CreateOptions{})
+	dep, err := e.client.AppsV1().Deployments(ns).Create(t.Context(), deployment(ns, "web", 3, ring("main")), metav1.CreateOptions{})
 	require.NoError(t, err)
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		assert.True(c, slices.ContainsFunc(events(t, e, ns, "ReplicaSet"), func(ev string) bool {
 			return strings.Contains(ev, "FailedCreate") && strings.Contains(ev, "no live member")
 		}), "the ReplicaSet's pods are denied while the ring has no member")
+		// kubectl describe deployment web says so, from habring itself.
+		assert.True(c, slices.ContainsFunc(described(c, e, dep), func(ev string) bool {
+			return strings.HasPrefix(ev, "Warning HabringDenied (habring-webhook): denied pod web-") &&
+				strings.Contains(ev, "until its ring is up: ") && strings.Contains(ev, "no live member")
+		}), "kubectl describe deployment web: %v", described(c, e, dep))
 	}, time.Minute, 200*time.Millisecond)
 	list, err := e.client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=web"})
 	require.NoError(t, err)
 	require.Empty(t, list.Items, "no pod of web may start a ring of its own")
 
 	start := time.Now()
-	_, err = e.client.AppsV1().StatefulSets(ns).Create(t.Context(), statefulSet(ns, "bastion", 2, ring("main")), metav1.CreateOptions{})
+	sts, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), statefulSet(ns, "bastion", 2, ring("main")), metav1.CreateOptions{})
 	require.NoError(t, err)
 	bastion := readyPods(t, e, ns, "bastion", 2, 3*time.Minute)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Contains(c, described(c, e, sts), `Normal HabringBootstrap (habring-webhook): admitted pod bastion-0 with no peers: it starts ring "main" alone `+
+			`(bootstrap: ordinal 0 of StatefulSet bastion with no live member starts the ring)`)
+	}, 10*time.Second, 200*time.Millisecond)
 	web := readyPods(t, e, ns, "web", 3, 5*time.Minute)
 	t.Logf("StatefulSet created: its 2 pods and the Deployment's 3 running %s later", time.Since(start).Round(time.Millisecond))
 	requireOneRing(t, append(bastion, web...), 2*time.Minute)
