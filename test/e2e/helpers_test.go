@@ -206,7 +206,7 @@ func stableName(ns, sts string, i int) string {
 func described(c require.TestingT, e *environment, obj runtime.Object) []string {
 	m, err := meta.Accessor(obj)
 	require.NoError(c, err)
-	list, err := e.client.CoreV1().Events(m.GetNamespace()).Search(scheme.Scheme, obj)
+	list, err := e.client.CoreV1().Events(m.GetNamespace()).SearchWithContext(context.Background(), scheme.Scheme, obj)
 	require.NoError(c, err)
 	var out []string
 	for _, ev := range list.Items {
