@@ -2,27 +2,126 @@ package labeler
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"time"
 
-	"github.com/habring/habring/labeler/kube"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
-// API is every request the labeler makes, all in its own namespace: its pod, the pods
-// labelled leader, its group's Lease and its ring's EndpointSlices. *kube.Client answers
-// it in the sidecar; the tests answer it from client-go's fake clientset.
-type API interface {
-	GetPod(ctx context.Context, name string) (*kube.Pod, error)
-	// PatchPod patches the pod, or its subresource ("status") when one is named, with a
-	// patch of patchType (kube.MergePatch, kube.StrategicMergePatch).
-	PatchPod(ctx context.Context, name, patchType string, body []byte, subresource ...string) error
-	ListPods(ctx context.Context, labelSelector string) ([]kube.Pod, error)
-	GetLease(ctx context.Context, name string) (*kube.Lease, error)
-	CreateLease(ctx context.Context, lease *kube.Lease) (*kube.Lease, error)
-	UpdateLease(ctx context.Context, lease *kube.Lease) (*kube.Lease, error)
-	ListEndpointSlices(ctx context.Context, labelSelector string) (*kube.EndpointSliceList, error)
-	// WatchEndpointSlices watches from resourceVersion; the server ends it after timeout.
-	WatchEndpointSlices(ctx context.Context, labelSelector, resourceVersion string, timeout time.Duration) (kube.Watch[kube.EndpointSlice], error)
+// FieldManager names the labeler's writes in managedFields, and is its User-Agent: the
+// API server names the Lease writes of client-go's elector, which send no field manager,
+// after it.
+const FieldManager = "habring-labeler"
+
+// requestTimeout bounds each request the labeler makes but the EndpointSlice watch (its
+// reflector bounds that): the client has no timeout of its own, which would cut watches.
+const requestTimeout = 30 * time.Second
+
+// Connect returns the labeler's client: the kubeconfig at path, or with none the
+// in-cluster config, the projected token the webhook mounts into this container alone
+// (client-go reads it again as kubelet rotates it). Every request the labeler makes is in
+// its own namespace: its pod, the pods labelled leader, its group's Lease and its ring's
+// EndpointSlices.
+func Connect(path string) (Client, error) {
+	var rc *rest.Config
+	var err error
+	if path == "" {
+		if rc, err = rest.InClusterConfig(); err != nil {
+			return nil, fmt.Errorf("in-cluster config: %w (outside a cluster, pass --kubeconfig)", err)
+		}
+	} else if rc, err = clientcmd.BuildConfigFromFlags("", path); err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	rc.UserAgent = FieldManager
+	var c clients
+	if c.core, err = corev1client.NewForConfig(rc); err != nil {
+		return nil, err
+	}
+	if c.coordination, err = coordinationv1client.NewForConfig(rc); err != nil {
+		return nil, err
+	}
+	if c.discovery, err = discoveryv1client.NewForConfig(rc); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
-// FieldManager names the labeler's writes in managedFields.
-const FieldManager = "habring-labeler"
+// Client is the labeler's three API groups: client-go's typed clients of them, not the
+// whole clientset, whose other groups' clients every ring pod would link for nothing.
+// kubernetes.Interface (a fake in the tests) is one.
+type Client interface {
+	CoreV1() corev1client.CoreV1Interface
+	CoordinationV1() coordinationv1client.CoordinationV1Interface
+	DiscoveryV1() discoveryv1client.DiscoveryV1Interface
+}
+
+type clients struct {
+	core         *corev1client.CoreV1Client
+	coordination *coordinationv1client.CoordinationV1Client
+	discovery    *discoveryv1client.DiscoveryV1Client
+}
+
+func (c clients) CoreV1() corev1client.CoreV1Interface { return c.core }
+func (c clients) CoordinationV1() coordinationv1client.CoordinationV1Interface {
+	return c.coordination
+}
+func (c clients) DiscoveryV1() discoveryv1client.DiscoveryV1Interface { return c.discovery }
+
+// pods is the labeler's namespace's pods.
+func (l *Labeler) pods() corev1client.PodInterface { return l.kube.CoreV1().Pods(l.cfg.Namespace) }
+
+// patchPod patches pod (or its subresource) as the labeler, within requestTimeout.
+func (l *Labeler) patchPod(ctx context.Context, pod string, pt types.PatchType, body []byte, subresource ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	_, err := l.pods().Patch(ctx, pod, pt, body, metav1.PatchOptions{FieldManager: FieldManager}, subresource...)
+	return err
+}
+
+// failures counts and logs the labeler's failed requests of one kind: every failure is
+// counted (habring_labeler_request_failures_total{request}), but logged only when it
+// differs from the last one, and once when the requests succeed again, so a denial or an
+// API server that stops answering is said once, not at every try.
+type failures struct {
+	l       *Labeler
+	request string // the metric's label: label, status, leader-list, lease-get, ...
+	what    string // the log's words for it
+	mu      sync.Mutex
+	last    string // the last failure's message; "" while the requests succeed
+}
+
+func (l *Labeler) failures(request, what string) *failures {
+	return &failures{l: l, request: request, what: what}
+}
+
+// observe records the outcome of one request; hint says what to do about a denial.
+func (f *failures) observe(err error, hint string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil {
+		if f.last != "" {
+			f.l.log.Info(f.what+" succeeds again", "request", f.request)
+			f.last = ""
+		}
+		return
+	}
+	f.l.metrics.requestFailed(f.request)
+	if err.Error() == f.last {
+		f.l.log.Debug(f.what+" failed again", "request", f.request, "err", err)
+		return
+	}
+	f.last = err.Error()
+	args := []any{"request", f.request, "err", err}
+	if apierrors.IsForbidden(err) && hint != "" {
+		args = append(args, "fix", hint)
+	}
+	f.l.log.Warn(f.what+" failed; will retry", args...)
+}

@@ -13,7 +13,7 @@ import (
 	"github.com/habring/habring/contract"
 )
 
-// Config is everything `habring labeler` is told, validated once by Validate.
+// Config is everything habring-labeler is told, validated once by Validate.
 type Config struct {
 	// Gateway is the Supervisor's HTTP gateway (default http://127.0.0.1:9631).
 	Gateway string

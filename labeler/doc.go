@@ -4,8 +4,13 @@
 // Supervisor's --peer-watch-file filled with the ring's live members.
 //
 // One file a concern: census.go decides the role from a census, gateway.go reads it,
-// role.go is the label loop, peerfile.go the watch file, server.go health and metrics,
-// config.go the flags' Config, labeler.go wiring and the life cycle.
+// role.go is the label loop, fence.go and lease.go the leader Lease (client-go's leader
+// election), joined.go the ring-joined condition, peerfile.go the watch file (a
+// client-go reflector on the ring's EndpointSlices), api.go the client and how failed
+// requests are counted and said, server.go health and metrics, config.go the flags'
+// Config, labeler.go wiring and the life cycle.
 //
-// It writes only to its own pod, only that label, and only when the value changes.
+// It writes its own pod's role label and ring-joined condition, only when they change,
+// its group's Lease, and another pod's role only from leader to none while it holds the
+// Lease.
 package labeler

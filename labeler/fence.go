@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"k8s.io/utils/clock"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/habring/habring/contract"
 )
@@ -61,32 +61,45 @@ func (f *fence) contend(ctx context.Context, group string) {
 	if running != "" {
 		f.release()
 	}
-	d := f.l.cfg.LeaseDuration
 	won := make(chan struct{})
 	var wonOnce sync.Once
-	e := &elector{api: f.l.api, name: name, id: f.l.cfg.PodName, clock: clock.RealClock{},
-		duration: d, renewDeadline: d * 2 / 3, retry: d / 6,
-		onStarted: func() {
-			f.holding.Store(true)
-			wonOnce.Do(func() { close(won) })
-			f.l.log.Info("holding the leader Lease", "lease", name)
-			f.poke()
+	done := make(chan struct{})
+	run, err := f.l.elector(name, f.l.cfg.LeaseDuration,
+		// client-go calls this in a goroutine of its own, which may run late: only while
+		// its round leads (lctx) and this elector is still the fence's does it count.
+		func(lctx context.Context) {
+			f.mu.Lock()
+			current := lctx.Err() == nil && f.done == done
+			if current {
+				f.holding.Store(true)
+			}
+			f.mu.Unlock()
+			if current {
+				wonOnce.Do(func() { close(won) })
+				f.l.log.Info("holding the leader Lease", "lease", name)
+				f.poke()
+			}
 		},
-		onStopped: func() {
-			if f.holding.Swap(false) {
+		func() {
+			f.mu.Lock()
+			was := f.holding.Swap(false)
+			f.mu.Unlock()
+			if was {
 				f.l.log.Info("no longer holding the leader Lease", "lease", name)
 			}
 			f.poke()
-		},
+		})
+	if err != nil { // the durations, checked by Config.Validate: a bug if it happens
+		f.l.log.Error("cannot contend for the leader Lease", "lease", name, "err", err)
+		return
 	}
 	ectx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
 	f.mu.Lock()
 	f.name, f.cancel, f.done = name, cancel, done
 	f.mu.Unlock()
 	go func() {
 		defer close(done)
-		e.run(ectx)
+		run(ectx)
 	}()
 	select { // a moment to win it, so a restarted leader's label does not blink
 	case <-won:
@@ -135,16 +148,17 @@ func (l *Labeler) otherLeaders(ctx context.Context, c *Census, group string) (po
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	list, err := l.api.ListPods(ctx, sel)
+	list, err := l.pods().List(ctx, metav1.ListOptions{LabelSelector: sel})
+	l.leaderListFails.observe(err, rbacHint(l.cfg.Namespace))
 	if err != nil {
 		return nil, false, fmt.Errorf("list the pods labelled leader: %w", err)
 	}
-	for _, p := range list {
-		if p.Metadata.Name == l.cfg.PodName {
+	for _, p := range list.Items {
+		if p.Name == l.cfg.PodName {
 			continue
 		}
 		if len(ips) == 0 || ips[p.Status.PodIP] {
-			pods = append(pods, p.Metadata.Name)
+			pods = append(pods, p.Name)
 		}
 	}
 	return pods, len(ips) > 0, nil

@@ -7,8 +7,10 @@ import (
 	"slices"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/habring/habring/contract"
-	"github.com/habring/habring/labeler/kube"
 )
 
 // joinedGate keeps the pod condition habitat.sh/ring-joined, when the pod has that
@@ -23,12 +25,12 @@ type joinedGate struct {
 	written   string // "True/Reason" last written; "" before the first write
 }
 
-func newJoinedGate(l *Labeler, own *kube.Pod) *joinedGate {
+func newJoinedGate(l *Labeler, own *corev1.Pod) *joinedGate {
 	return &joinedGate{l: l,
-		enabled: slices.ContainsFunc(own.Spec.ReadinessGates, func(g kube.PodReadinessGate) bool {
+		enabled: slices.ContainsFunc(own.Spec.ReadinessGates, func(g corev1.PodReadinessGate) bool {
 			return g.ConditionType == contract.ConditionRingJoined
 		}),
-		bootstrap: contract.Bootstraps(own.Metadata.Annotations),
+		bootstrap: contract.Bootstraps(own.Annotations),
 	}
 }
 
@@ -83,9 +85,9 @@ func (j *joinedGate) set(ctx context.Context, ok bool, reason, message string) {
 	if err != nil {
 		return
 	}
-	err = j.l.api.PatchPod(ctx, j.l.cfg.PodName, kube.StrategicMergePatch, body, "status")
+	err = j.l.patchPod(ctx, j.l.cfg.PodName, types.StrategicMergePatchType, body, "status")
+	j.l.statusFails.observe(err, rbacHint(j.l.cfg.Namespace))
 	if err != nil {
-		j.l.log.Error("ring-joined condition write failed; will retry", "status", status, "reason", reason, "err", err)
 		return
 	}
 	j.l.log.Info("ring-joined condition", "status", status, "reason", reason, "message", message)

@@ -13,35 +13,30 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/habring/habring/connlimit"
-	"github.com/habring/habring/labeler/kube"
 )
 
 // Run builds the client and labels until ctx ends.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	// With no kubeconfig this is the in-cluster config: the labeler's own projected token,
-	// which the webhook mounts into this container alone.
-	kc, err := kube.Load(cfg.Kubeconfig, "habring-labeler")
-	if err != nil {
-		return err
-	}
-	api, err := kube.New(kc, cfg.Namespace, FieldManager)
+	client, err := Connect(cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}
 	log = log.With("pod", cfg.PodName, "namespace", cfg.Namespace)
 	log.Info("labeling", "gateway", cfg.Gateway, "group", cfg.ServiceGroup, "peerWatchFile", cfg.PeerWatchFile)
-	return New(cfg, api, clock.RealClock{}, log).Run(ctx)
+	return New(cfg, client, clock.RealClock{}, log).Run(ctx)
 }
 
 // Labeler keeps one pod's role label true.
 type Labeler struct {
 	cfg     Config
-	api     API
+	kube    Client
 	gateway *Gateway
 	clock   clock.Clock
 	log     *slog.Logger
 	metrics *metrics
 	fence   *fence
+	// Failed requests, counted, and logged once per change (api.go).
+	labelFails, statusFails, leaderListFails *failures
 
 	censusOK   atomic.Bool // last census read succeeded (/healthz)
 	peersReady atomic.Bool // the watch file was written at least once (/readyz)
@@ -49,11 +44,14 @@ type Labeler struct {
 
 // New builds a Labeler; Run starts it. clk paces the census loop and the stale deadline
 // (clock.RealClock{} outside tests).
-func New(cfg Config, api API, clk clock.Clock, log *slog.Logger) *Labeler {
+func New(cfg Config, client Client, clk clock.Clock, log *slog.Logger) *Labeler {
 	l := &Labeler{
-		cfg: cfg, api: api, clock: clk, log: log, metrics: newMetrics(),
+		cfg: cfg, kube: client, clock: clk, log: log, metrics: newMetrics(),
 		gateway: &Gateway{URL: cfg.Gateway, Token: cfg.GatewayToken, Client: &http.Client{Timeout: 2 * time.Second}},
 	}
+	l.labelFails = l.failures("label", "role label update")
+	l.statusFails = l.failures("status", "ring-joined condition update")
+	l.leaderListFails = l.failures("leader-list", "list of the pods labelled leader")
 	l.fence = newFence(l)
 	return l
 }

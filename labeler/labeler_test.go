@@ -31,7 +31,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/contract"
-	"github.com/habring/habring/labeler/kube"
 )
 
 func readCensus(t *testing.T, name string) *Census {
@@ -230,7 +229,7 @@ func runLabeler(t *testing.T, census string, client kubernetes.Interface, pod st
 		log = slog.New(slog.DiscardHandler)
 	}
 	clk = testingclock.NewFakeClock(time.Now())
-	l = New(cfg, clientsetAPI{client, cfg.Namespace}, clk, log)
+	l = New(cfg, client, clk, log)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
@@ -361,14 +360,13 @@ func TestPeerFile(t *testing.T) {
 			{Addresses: []string{"10.0.0.13"}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "redis-3"}}, // unset ready counts as ready
 		},
 	}
-	wire, err := viaJSON[kube.EndpointSlice](slice)
-	require.NoError(t, err)
-	slices := []kube.EndpointSlice{*wire}
+	wire := slice.DeepCopy()
+	slices := []discoveryv1.EndpointSlice{*wire}
 	require.Equal(t, "10.0.0.10\n10.0.0.12\n10.0.0.13\n", PeerFile("redis-9", slices, 5))
 	require.Equal(t, "10.0.0.12\n10.0.0.13\n", PeerFile("redis-0", slices, 5), "itself excluded")
 	require.Equal(t, "10.0.0.10\n", PeerFile("redis-9", slices, 1))
 	wire.AddressType = "IPv6"
-	require.Empty(t, PeerFile("redis-9", []kube.EndpointSlice{*wire}, 5), "IPv4 only")
+	require.Empty(t, PeerFile("redis-9", []discoveryv1.EndpointSlice{*wire}, 5), "IPv4 only")
 	require.Empty(t, PeerFile("redis-0", nil, 5))
 
 	// Run keeps the file up to date from the watch, and /readyz turns ready once written.
@@ -378,7 +376,7 @@ func TestPeerFile(t *testing.T) {
 	cfg.Gateway, cfg.PodName, cfg.Namespace, cfg.HealthListen = "http://127.0.0.1:1", "redis-9", "shop", "127.0.0.1:0"
 	cfg.Ring, cfg.PeerWatchFile = "main", filepath.Join(dir, "peers")
 	require.NoError(t, cfg.Validate())
-	l := New(cfg, clientsetAPI{client, cfg.Namespace}, testingclock.NewFakeClock(time.Now()), slog.New(slog.DiscardHandler))
+	l := New(cfg, client, testingclock.NewFakeClock(time.Now()), slog.New(slog.DiscardHandler))
 	ready := func() int {
 		w := httptest.NewRecorder()
 		l.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))
@@ -391,7 +389,7 @@ func TestPeerFile(t *testing.T) {
 	read := func() string { b, _ := os.ReadFile(cfg.PeerWatchFile); return string(b) }
 	require.Eventually(t, func() bool { return ready() == http.StatusOK }, 5*time.Second, 5*time.Millisecond)
 	require.Empty(t, read(), "no members yet: an empty file, so a bootstrapping Supervisor starts alone")
-	_, err = client.DiscoveryV1().EndpointSlices("shop").Create(t.Context(), slice, metav1.CreateOptions{})
+	_, err := client.DiscoveryV1().EndpointSlices("shop").Create(t.Context(), slice, metav1.CreateOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return read() == "10.0.0.10\n10.0.0.12\n10.0.0.13\n" }, 5*time.Second, 5*time.Millisecond, "file: %q", read())
 	other := slice.DeepCopy()

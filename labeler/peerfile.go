@@ -7,132 +7,97 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
-	"github.com/cenkalti/backoff/v5"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/habring/habring/contract"
-	"github.com/habring/habring/labeler/kube"
 )
 
 // keepPeerFile watches the ring's EndpointSlices in this namespace and rewrites the peer
 // watch file whenever the live members change. The Supervisor reads the file only while
 // it knows no other member, so this is what heals a member restarted alone.
+//
+// The slices come from client-go's reflector (list, then watch from the list's
+// resourceVersion with bookmarks; a watch that ends is resumed, a 410 lists again, a
+// failure backs off), in an informer's store: the file is written once the first list is
+// in, even an empty one (the labeler is ready only then), and after every change.
 func (l *Labeler) keepPeerFile(ctx context.Context) {
+	sel := contract.LabelRing + "=" + l.cfg.Ring
+	api := l.kube.DiscoveryV1().EndpointSlices(l.cfg.Namespace)
+	// As client-go's generated informers do: a client that cannot stream the initial list
+	// (a fake) is listed the old way.
+	informer := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = sel
+			return api.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = sel
+			return api.Watch(ctx, o)
+		},
+	}, l.kube), &discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
+	fails := l.failures("endpointslices", "list or watch of the ring's EndpointSlices")
+	// The reflector retries with its backoff; the failure is counted and logged once.
+	_ = informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) {
+			fails.observe(err, rbacHint(l.cfg.Namespace))
+		}
+	})
+	changed := make(chan struct{}, 1)
+	poke := func() {
+		fails.observe(nil, "") // an event: the watch works
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { poke() }, UpdateFunc: func(any, any) { poke() }, DeleteFunc: func(any) { poke() },
+	}); err != nil {
+		l.log.Error("watch the ring's EndpointSlices", "err", err)
+		return
+	}
+	go informer.RunWithContext(ctx)
+	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+		return
+	}
 	var last string
-	l.syncSlices(ctx, contract.LabelRing+"="+l.cfg.Ring, func(slices map[string]kube.EndpointSlice) {
-		var ring []kube.EndpointSlice
-		for _, s := range slices {
+	for {
+		var ring []discoveryv1.EndpointSlice
+		for _, o := range informer.GetStore().List() {
+			s := o.(*discoveryv1.EndpointSlice)
 			// The list and watch are already filtered by the API server; checking again
 			// costs nothing and keeps another ring's members out whatever serves them.
-			if s.Metadata.Labels[contract.LabelRing] == l.cfg.Ring {
-				ring = append(ring, s)
+			if s.Labels[contract.LabelRing] == l.cfg.Ring {
+				ring = append(ring, *s)
 			}
 		}
 		content := PeerFile(l.cfg.PodName, ring, l.cfg.MaxPeers)
-		if content == last && l.peersReady.Load() {
+		if content != last || !l.peersReady.Load() {
+			if err := writeAtomic(l.cfg.PeerWatchFile, []byte(content)); err != nil {
+				l.log.Error("write peer watch file", "path", l.cfg.PeerWatchFile, "err", err)
+			} else {
+				last = content
+				l.peersReady.Store(true)
+				l.log.Info("peer watch file written", "path", l.cfg.PeerWatchFile, "peers", strings.Count(content, "\n"))
+			}
+		}
+		select {
+		case <-ctx.Done():
 			return
-		}
-		if err := writeAtomic(l.cfg.PeerWatchFile, []byte(content)); err != nil {
-			l.log.Error("write peer watch file", "path", l.cfg.PeerWatchFile, "err", err)
-			return
-		}
-		last = content
-		l.peersReady.Store(true)
-		l.log.Info("peer watch file written", "path", l.cfg.PeerWatchFile, "peers", strings.Count(content, "\n"))
-	})
-}
-
-// Watches end after watchTimeout (the server closes them, jittered as client-go's
-// reflector does); a failed list or watch is tried again after a back-off from
-// retryMin to retryMax (each ±20%).
-const (
-	watchTimeout       = 5 * time.Minute
-	retryMin, retryMax = time.Second, 30 * time.Second
-)
-
-// syncSlices keeps the EndpointSlices matching selector, by name, as client-go's reflector
-// does: list, then watch from the list's resourceVersion (bookmarks keep it fresh), watch
-// again from the last one when a watch ends, and list again when the server says it is
-// gone (410). changed gets the whole set after the list and after every change, until
-// ctx ends.
-func (l *Labeler) syncSlices(ctx context.Context, selector string, changed func(map[string]kube.EndpointSlice)) {
-	retry := &backoff.ExponentialBackOff{InitialInterval: retryMin, Multiplier: 2, RandomizationFactor: 0.2, MaxInterval: retryMax}
-	pause := func(what string, err error) bool {
-		d := retry.NextBackOff()
-		l.log.Warn("EndpointSlices: "+what+" failed; trying again", "in", d.Round(time.Millisecond), "err", err)
-		return sleep(ctx, l.clock, d)
-	}
-	for ctx.Err() == nil {
-		list, err := l.api.ListEndpointSlices(ctx, selector)
-		if err != nil {
-			if ctx.Err() != nil || !pause("list", err) {
-				return
-			}
-			continue
-		}
-		store := make(map[string]kube.EndpointSlice, len(list.Items))
-		for _, s := range list.Items {
-			store[s.Metadata.Name] = s
-		}
-		changed(store)
-		rv := list.Metadata.ResourceVersion
-		for ctx.Err() == nil {
-			w, err := l.api.WatchEndpointSlices(ctx, selector, rv, jitter(watchTimeout, 1))
-			if kube.IsGone(err) {
-				break // list again
-			}
-			if err != nil {
-				if ctx.Err() != nil || !pause("watch", err) {
-					return
-				}
-				continue
-			}
-			next, gone := l.follow(w, store, rv, changed)
-			w.Stop()
-			if gone {
-				break
-			}
-			rv = next
-			retry.Reset()
-		}
-	}
-}
-
-// follow applies one watch's events to store; it returns the last resourceVersion seen and
-// whether the server said it is gone (list again).
-func (l *Labeler) follow(w kube.Watch[kube.EndpointSlice], store map[string]kube.EndpointSlice, rv string, changed func(map[string]kube.EndpointSlice)) (string, bool) {
-	for {
-		ev, err := w.Next()
-		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, context.Canceled) {
-				l.log.Debug("EndpointSlices: watch ended", "err", err)
-			}
-			return rv, false
-		}
-		switch ev.Type {
-		case kube.Error:
-			if kube.IsGone(ev.Err) {
-				return rv, true
-			}
-			l.log.Warn("EndpointSlices: watch error", "err", ev.Err)
-			return rv, false
-		case kube.Added, kube.Modified:
-			store[ev.Object.Metadata.Name] = ev.Object
-			changed(store)
-		case kube.Deleted:
-			delete(store, ev.Object.Metadata.Name)
-			changed(store)
-		}
-		if v := ev.Object.Metadata.ResourceVersion; v != "" {
-			rv = v
+		case <-changed:
 		}
 	}
 }
 
 // PeerFile is the watch file's content: one live member IP a line (the pod itself
 // excluded, unready addresses ignored), at most maxPeers, in contract.LiveMembers order.
-func PeerFile(podName string, slices []kube.EndpointSlice, maxPeers int) string {
+func PeerFile(podName string, slices []discoveryv1.EndpointSlice, maxPeers int) string {
 	var members []contract.Member
 	for _, s := range slices {
 		for _, ep := range s.Endpoints {
@@ -140,7 +105,7 @@ func PeerFile(podName string, slices []kube.EndpointSlice, maxPeers int) string 
 			if ep.TargetRef != nil {
 				kind, name = ep.TargetRef.Kind, ep.TargetRef.Name
 			}
-			if m, ok := contract.EndpointMember(s.AddressType, ep.Addresses, ep.Conditions.Ready, kind, name); ok {
+			if m, ok := contract.EndpointMember(string(s.AddressType), ep.Addresses, ep.Conditions.Ready, kind, name); ok {
 				members = append(members, m)
 			}
 		}

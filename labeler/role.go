@@ -4,14 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/habring/habring/contract"
-	"github.com/habring/habring/labeler/kube"
 )
 
 // keepRole is the census loop: read, decide, write the label when it changes. The leader
@@ -19,7 +22,7 @@ import (
 // Lease and no other pod of the group carries it, and taken off before the Lease goes.
 func (l *Labeler) keepRole(ctx context.Context) {
 	own := l.ownPod(ctx)
-	current := own.Metadata.Labels[contract.LabelRole] // "" when unknown: the first decision is written
+	current := own.Labels[contract.LabelRole] // "" when unknown: the first decision is written
 	joined := newJoinedGate(l, own)
 	defer func() {
 		// Stopping (SIGTERM): the label comes off before the Lease goes, so the next
@@ -79,9 +82,7 @@ func (l *Labeler) keepRole(ctx context.Context) {
 			want = l.fenced(ctx, c, group, current, &blocked)
 		}
 		if want != "" && want != current {
-			if err := l.setRole(ctx, want); err != nil {
-				l.log.Error("label write failed; will retry", "role", want, "err", err)
-			} else {
+			if err := l.setRole(ctx, want); err == nil { // a failure is logged by setRole, once per change
 				l.log.Info("role label changed", "from", current, "to", want, "group", group)
 				current = want
 			}
@@ -89,7 +90,7 @@ func (l *Labeler) keepRole(ctx context.Context) {
 		if current != contract.RoleLeader && role != contract.RoleLeader {
 			l.fence.release() // the label is off: the Lease may go
 		}
-		next := jitter(l.cfg.Interval, 0.2)
+		next := wait.Jitter(l.cfg.Interval, 0.2)
 		if err != nil {
 			next = retry.NextBackOff()
 			// Never sleep past the moment a kept label turns stale.
@@ -169,7 +170,7 @@ func (l *Labeler) fenced(ctx context.Context, c *Census, group, current string, 
 	}
 	for _, pod := range others {
 		l.log.Warn("holding the Lease, but another pod of the group is still labelled leader: taking its label off", "pod", pod)
-		if err := l.setPodRole(ctx, pod, contract.RoleNone); err != nil && !kube.IsNotFound(err) {
+		if err := l.setPodRole(ctx, pod, contract.RoleNone); err != nil && !apierrors.IsNotFound(err) {
 			return hold("could not take the leader label off another pod; waiting", "pod", pod, "err", err)
 		}
 		l.metrics.stripped.Inc()
@@ -199,22 +200,33 @@ func (l *Labeler) read(ctx context.Context) (c *Census, role, group string, err 
 }
 
 // ownPod reads the labeler's own pod; on failure an empty one (no labels, no gates).
-func (l *Labeler) ownPod(ctx context.Context) *kube.Pod {
-	pod, err := l.api.GetPod(ctx, l.cfg.PodName)
+func (l *Labeler) ownPod(ctx context.Context) *corev1.Pod {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	pod, err := l.pods().Get(ctx, l.cfg.PodName, metav1.GetOptions{})
 	if err != nil {
 		l.log.Warn("cannot read own pod; will write the first role unconditionally", "pod", l.cfg.PodName, "err", err)
-		return &kube.Pod{}
+		return &corev1.Pod{}
 	}
 	return pod
 }
 
-// setRole writes only this pod's role label.
+// setRole writes only this pod's role label; a failure is counted and logged once per
+// change.
 func (l *Labeler) setRole(ctx context.Context, role string) error {
-	if err := l.setPodRole(ctx, l.cfg.PodName, role); err != nil {
+	err := l.setPodRole(ctx, l.cfg.PodName, role)
+	l.labelFails.observe(err, rbacHint(l.cfg.Namespace))
+	if err != nil {
 		return err
 	}
 	l.metrics.wrote(role)
 	return nil
+}
+
+// rbacHint is what fixes a denied request of the labeler's.
+func rbacHint(ns string) string {
+	return "give the pod's service account the habring-labeler RoleBinding in " + ns +
+		" (examples/labeler-rolebinding.yaml) and install deploy/labeler-policy.yaml of this release; habring check names what is missing"
 }
 
 // setPodRole writes only the role label of a pod of this namespace, with a JSON merge
@@ -225,9 +237,5 @@ func (l *Labeler) setPodRole(ctx context.Context, pod, role string) error {
 	if err != nil {
 		return err
 	}
-	err = l.api.PatchPod(ctx, pod, kube.MergePatch, body)
-	if kube.IsForbidden(err) {
-		return fmt.Errorf("%w (does the pod's service account have the habring-labeler RoleBinding in %s, and deploy/labeler-policy.yaml its current version?)", err, l.cfg.Namespace)
-	}
-	return err
+	return l.patchPod(ctx, pod, types.MergePatchType, body)
 }

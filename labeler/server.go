@@ -50,6 +50,11 @@ func (m *metrics) quorum(group string, q Quorum) {
 	m.set.GetOrCreateGauge(`habring_labeler_quorum_margin{group="`+group+`"}`, nil).Set(float64(q.Margin()))
 }
 
+// requestFailed counts a failed API request of the labeler's, by kind (api.go).
+func (m *metrics) requestFailed(request string) {
+	m.set.GetOrCreateCounter(`habring_labeler_request_failures_total{request="` + labelValue(request) + `"}`).Inc()
+}
+
 func (m *metrics) wrote(role string) {
 	m.set.GetOrCreateCounter(`habring_labeler_label_writes_total{role="` + labelValue(role) + `"}`).Inc()
 	for _, r := range []string{contract.RoleLeader, contract.RoleFollower, contract.RoleNone} {

@@ -277,7 +277,7 @@ func supervisorArgs(c *corev1.Container, s Spec, plan Plan) (add, userSet []stri
 var (
 	labelerCPU         = resource.MustParse("10m")
 	labelerMemory      = resource.MustParse("16Mi")
-	labelerMemoryLimit = resource.MustParse("32Mi")
+	labelerMemoryLimit = resource.MustParse("64Mi")
 	peersSizeLimit     = resource.MustParse("1Mi")
 )
 

@@ -1,9 +1,9 @@
 // Command habring-labeler is the labeler sidecar habring injects into ring pods: it keeps
 // its pod's habitat.sh/role label equal to its Supervisor's election role (fenced by a
-// Lease), keeps the peer watch file and the ring-joined condition. It is `habring
-// labeler` in a binary of its own that links only what the labeler uses (its own API
-// client, labeler/kube, instead of client-go; no Prometheus client), because every ring
-// pod runs one: README "Performance" has its memory. The image holds it beside habring.
+// Lease), keeps the peer watch file and the ring-joined condition. It is a binary of its
+// own, beside habring in the image, because every ring pod runs one: it links client-go's
+// typed clients, leader election and reflector, but not the webhook, the check or the
+// Prometheus client. README "Performance" has its memory.
 package main
 
 import (
@@ -17,6 +17,9 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
 
 	"github.com/habring/habring/labeler"
 	"github.com/habring/habring/logging"
@@ -75,6 +78,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, label fun
 	}
 	if global {
 		slog.SetDefault(log) // what the standard library logs (net/http) goes there too
+		// client-go's own log (klog) is dropped: its elector and reflector log a failure at
+		// every retry, and the labeler counts and logs each of them once per change,
+		// with what to do (labeler/api.go).
+		klog.SetLogger(logr.Discard())
 	}
 	if err := label(ctx, cfg, log); err != nil {
 		log.Error("habring-labeler failed", "err", err)

@@ -13,8 +13,8 @@ import (
 	"github.com/habring/habring/labeler"
 )
 
-// The sidecar's flags are `habring labeler`'s (labeler.Config.RegisterFlags), the pod from
-// the downward API's environment, the gateway token from the environment only.
+// The sidecar's flags (labeler.Config.RegisterFlags), the pod from the downward API's
+// environment, the gateway token from the environment only.
 func TestFlags(t *testing.T) {
 	t.Setenv("HABRING_POD_NAME", "redis-0")
 	t.Setenv("HABRING_POD_NAMESPACE", "shop")

@@ -120,7 +120,7 @@ func kubeconfigFor(t *testing.T, e *environment, token string) string {
 	return path
 }
 
-// runLabeler runs `habring labeler` for pod with a token bound to it, reading a census
+// runLabeler runs habring-labeler for pod with a token bound to it, reading a census
 // gateway that serves file (switch it with set), and stops it (SIGTERM) when the test ends.
 // Its process is returned through the census for tests that kill it.
 func runLabeler(t *testing.T, e *environment, ns string, p *corev1.Pod, file string) *census {
