@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/habring/habring/check"
-	"github.com/habring/habring/labeler"
 	"github.com/habring/habring/logging"
 	"github.com/habring/habring/render"
 	"github.com/habring/habring/webhook"
@@ -20,7 +19,6 @@ import (
 // runners are what the subcommands start; tests replace them to check flag parsing.
 type runners struct {
 	webhook func(context.Context, webhook.Config, *slog.Logger) error
-	labeler func(context.Context, labeler.Config, *slog.Logger) error
 	render  func(context.Context, render.Config, io.Reader, io.Writer, *slog.Logger) error
 	check   func(context.Context, check.Config, io.Writer, *slog.Logger) error
 	// prog is how the user ran us: "habring", or "kubectl habring" for the kubectl plugin
@@ -44,7 +42,6 @@ func commands() []command {
 		{name: "webhook", summary: "serve the mutating admission webhook over TLS", usage: "habring webhook --tls-cert-file F --tls-key-file F --labeler-image IMAGE [flags]", flags: webhookFlags},
 		{name: "render", summary: "print the pods StatefulSet/Deployment manifests would create, as habring admits them", usage: "habring render -f FILE|- [--kubeconfig K] [flags]", flags: renderFlags},
 		{name: "check", summary: "check an installation and its rings, or say why one pod was (not) injected; exit 1 on any failure", usage: "habring check [--kubeconfig K] [--context C] [--namespace NS] [--pod NS/NAME]", flags: checkFlags},
-		{name: "labeler", summary: "sidecar: keep this pod's habitat.sh/role label equal to its Supervisor's election role", usage: "habring labeler [flags]  (pod name and namespace from HABRING_POD_NAME, HABRING_POD_NAMESPACE)", flags: labelerFlags},
 	}
 }
 
@@ -150,17 +147,6 @@ func webhookFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logge
 			return usageError{err}
 		}
 		return r.webhook(ctx, cfg, log)
-	}
-}
-
-func labelerFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logger) error {
-	cfg := labeler.Defaults()
-	cfg.RegisterFlags(fs)
-	return func(ctx context.Context, log *slog.Logger) error {
-		if err := cfg.Validate(); err != nil {
-			return usageError{err}
-		}
-		return r.labeler(ctx, cfg, log)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/habring/habring/check"
-	"github.com/habring/habring/labeler"
 	"github.com/habring/habring/patch"
 	"github.com/habring/habring/render"
 	"github.com/habring/habring/webhook"
@@ -72,26 +71,6 @@ func TestRunFailureExitsOne(t *testing.T) {
 	var out, errb bytes.Buffer
 	require.Equal(t, 1, cli(t.Context(), []string{"webhook", "--tls-cert-file=c", "--tls-key-file=k", "--labeler-image=i"}, &out, &errb, r))
 	require.Contains(t, errb.String(), `"msg":"habring webhook failed","err":"listen: address in use"`)
-}
-
-func TestLabelerFlags(t *testing.T) {
-	t.Setenv("HABRING_POD_NAME", "redis-0")
-	t.Setenv("HABRING_POD_NAMESPACE", "shop")
-	t.Setenv("HAB_SUP_GATEWAY_AUTH_TOKEN", "tok")
-	var got labeler.Config
-	r := runners{labeler: func(_ context.Context, c labeler.Config, _ *slog.Logger) error { got = c; return nil }}
-	var out, errb bytes.Buffer
-	code := cli(t.Context(), []string{"labeler", "--ring=main", "--peer-watch-file=/var/run/habring/peers", "--max-peers=3", "--interval=2s", "--service-group=redis.default"}, &out, &errb, r)
-	require.Equal(t, 0, code, errb.String())
-	want := labeler.Defaults()
-	want.PodName, want.Namespace, want.GatewayToken = "redis-0", "shop", "tok"
-	want.Ring, want.PeerWatchFile, want.MaxPeers, want.Interval, want.ServiceGroup = "main", "/var/run/habring/peers", 3, 2*time.Second, "redis.default"
-	require.Equal(t, want, got)
-
-	t.Setenv("HABRING_POD_NAME", "")
-	errb.Reset()
-	require.Equal(t, 2, cli(t.Context(), []string{"labeler"}, &out, &errb, r))
-	require.Contains(t, errb.String(), "--pod-name and --namespace are required")
 }
 
 func TestRender(t *testing.T) {

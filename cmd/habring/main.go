@@ -1,6 +1,6 @@
-// Command habring is the Habitat ring webhook, its labeler sidecar, its offline renderer
-// and its checks, in one binary. See `habring --help`. Installed as kubectl-habring on
-// PATH it is also a kubectl plugin: `kubectl habring check`.
+// Command habring is the Habitat ring webhook, its offline renderer and its checks, in one
+// binary (the labeler sidecar is cmd/habring-labeler). See `habring --help`. Installed as
+// kubectl-habring on PATH it is also a kubectl plugin: `kubectl habring check`.
 package main
 
 import (
@@ -14,7 +14,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/habring/habring/check"
-	"github.com/habring/habring/labeler"
 	"github.com/habring/habring/render"
 	"github.com/habring/habring/webhook"
 )
@@ -24,7 +23,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(cli(ctx, os.Args[1:], os.Stdout, os.Stderr, runners{
-		webhook: webhook.Run, labeler: labeler.Run, render: render.Run, check: check.Run, stdin: os.Stdin, stdout: os.Stdout,
+		webhook: webhook.Run, render: render.Run, check: check.Run, stdin: os.Stdin, stdout: os.Stdout,
 		prog:   progName(os.Args[0]),
 		global: klog.SetSlogLogger, // client-go logs through klog: one logger for everything
 	}))
