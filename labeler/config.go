@@ -75,8 +75,8 @@ func (c Config) Validate() error {
 	if c.StaleAfter < c.Interval {
 		errs = append(errs, fmt.Errorf("--stale-after %s: want at least --interval (%s)", c.StaleAfter, c.Interval))
 	}
-	if c.LeaseDuration < time.Second {
-		errs = append(errs, fmt.Errorf("--lease-duration %s: want at least 1s", c.LeaseDuration))
+	if c.LeaseDuration < time.Second || c.LeaseDuration%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("--lease-duration %s: want whole seconds, at least 1s (a Lease says its term in seconds)", c.LeaseDuration))
 	}
 	if c.PodName == "" || c.Namespace == "" {
 		errs = append(errs, errors.New("--pod-name and --namespace are required (the webhook sets HABRING_POD_NAME and HABRING_POD_NAMESPACE from the downward API)"))

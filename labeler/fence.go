@@ -112,7 +112,7 @@ func (f *fence) contend(ctx context.Context, group string) {
 // returns. Call it only once the label is off.
 func (f *fence) release() {
 	f.mu.Lock()
-	cancel, done := f.cancel, f.done
+	name, cancel, done := f.name, f.cancel, f.done
 	f.name, f.cancel, f.done = "", nil, nil
 	f.mu.Unlock()
 	if cancel == nil {
@@ -121,6 +121,7 @@ func (f *fence) release() {
 	cancel()
 	<-done
 	f.holding.Store(false)
+	f.l.releaseLease(context.Background(), name, f.l.cfg.LeaseDuration*2/3)
 }
 
 func (f *fence) poke() {

@@ -428,6 +428,8 @@ func TestConfigValidate(t *testing.T) {
 	}
 	c.Ring = "main-2"
 	require.NoError(t, c.Validate())
+	c.LeaseDuration = 1500 * time.Millisecond // the Lease would say 1 s, renewed for 1 s
+	require.EqualError(t, c.Validate(), "--lease-duration 1.5s: want whole seconds, at least 1s (a Lease says its term in seconds)")
 }
 
 // Fencing: the census says this pod leads and it wins the Lease, but another pod of the

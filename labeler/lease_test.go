@@ -54,7 +54,7 @@ func (r *round) run(t *testing.T, l *Labeler, d time.Duration) (stop func()) {
 // The elector takes the Lease, loses it when renewals fail for the renew deadline (the
 // API server refuses writes), and contends again once they succeed: unlike client-go's
 // LeaderElector, it does not stop at the first loss. The refused writes are counted
-// each, and logged once, with what to do. On stop it releases the Lease.
+// each, and logged once. Once stopped, its Lease is given up (fence.release).
 func TestElectorLosesAndRetakes(t *testing.T) {
 	t.Parallel()
 	c := fake.NewClientset()
@@ -68,17 +68,19 @@ func TestElectorLosesAndRetakes(t *testing.T) {
 	var logs syncBuffer
 	l := electorLabeler(t, c, "redis-0", &logs)
 	var r round
-	stop := r.run(t, l, 600*time.Millisecond)
+	stop := r.run(t, l, 2*time.Second) // whole seconds: a Lease says its term in seconds
 	require.Eventually(t, func() bool { return r.started.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
 	require.Equal(t, "redis-0", ptr.Deref(lease(t, c).HolderIdentity, ""))
 	refuse.Store(true)
 	require.Eventually(t, func() bool { return r.stopped.Load() == 1 }, 5*time.Second, 10*time.Millisecond, "renewals failing for the deadline lose it")
 	refuse.Store(false)
-	require.Eventually(t, func() bool { return r.started.Load() == 2 }, 5*time.Second, 10*time.Millisecond, "contends again")
+	require.Eventually(t, func() bool { return r.started.Load() == 2 }, 10*time.Second, 10*time.Millisecond, "contends again")
 	stop()
-	require.Equal(t, int32(2), r.stopped.Load(), "each round ends with a stop, the second at the release")
+	require.Equal(t, int32(2), r.stopped.Load(), "each round ends with a stop")
+	require.Equal(t, "redis-0", ptr.Deref(lease(t, c).HolderIdentity, ""), "stopping alone writes nothing")
+	l.releaseLease(t.Context(), testLease, time.Second)
 	spec := lease(t, c)
-	require.Empty(t, ptr.Deref(spec.HolderIdentity, ""), "stopping releases the held Lease")
+	require.Empty(t, ptr.Deref(spec.HolderIdentity, ""), "released")
 	require.Equal(t, int32(1), ptr.Deref(spec.LeaseDurationSeconds, 0))
 
 	var metrics bytes.Buffer
@@ -88,15 +90,42 @@ func TestElectorLosesAndRetakes(t *testing.T) {
 	require.Contains(t, logs.String(), `msg="leader Lease update succeeds again"`)
 }
 
+// A labeler that lost its Lease (its writes refused) while another took it over gives up
+// nothing when it stops: the release reads the Lease first, and it is not its own.
+func TestReleaseLeavesAnotherHoldersLease(t *testing.T) {
+	t.Parallel()
+	c := fake.NewClientset()
+	c.PrependReactor("update", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if l, ok := a.(k8stesting.UpdateAction).GetObject().(*coordinationv1.Lease); ok && ptr.Deref(l.Spec.HolderIdentity, "") == "redis-0" {
+			return true, nil, errors.New("the API server is not answering redis-0")
+		}
+		return false, nil, nil
+	})
+	var logs syncBuffer
+	a := electorLabeler(t, c, "redis-0", &logs)
+	var ra, rb round
+	stopA := ra.run(t, a, 2*time.Second)
+	require.Eventually(t, func() bool { return ra.started.Load() == 1 }, 5*time.Second, 10*time.Millisecond, "created: no update needed")
+	stopB := rb.run(t, electorLabeler(t, c, "redis-1", &logs), 2*time.Second)
+	defer stopB()
+	require.Eventually(t, func() bool { return ra.stopped.Load() == 1 }, 5*time.Second, 10*time.Millisecond, "a's renewals refused: lost")
+	require.Eventually(t, func() bool { return rb.started.Load() == 1 }, 10*time.Second, 10*time.Millisecond, "b takes it once it runs out")
+	stopA()
+	a.releaseLease(t.Context(), testLease, time.Second)
+	require.Equal(t, "redis-1", ptr.Deref(lease(t, c).HolderIdentity, ""), "a's release cleared b's Lease")
+	require.Equal(t, int32(2), ptr.Deref(lease(t, c).LeaseDurationSeconds, 0))
+}
+
 // Of two labelers, one holds the Lease while it renews; the other takes it at once when
-// the holder releases it (one more transition), never while it is held.
+// the holder stops and gives it up (one more transition), never while it is held.
 func TestElectorHandsOver(t *testing.T) {
 	t.Parallel()
 	c := fake.NewClientset()
 	var logs syncBuffer
 	var a, b round
 	// Whole seconds: a Lease says its term in seconds.
-	stopA := a.run(t, electorLabeler(t, c, "redis-0", &logs), 2*time.Second)
+	la := electorLabeler(t, c, "redis-0", &logs)
+	stopA := a.run(t, la, 2*time.Second)
 	require.Eventually(t, func() bool { return a.started.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
 	stopB := b.run(t, electorLabeler(t, c, "redis-1", &logs), 2*time.Second)
 	defer stopB()
@@ -104,6 +133,7 @@ func TestElectorHandsOver(t *testing.T) {
 	require.Zero(t, b.started.Load(), "taken while held")
 	require.Equal(t, "redis-0", ptr.Deref(lease(t, c).HolderIdentity, ""))
 	stopA()
+	la.releaseLease(t.Context(), testLease, time.Second) // as fence.release does
 	require.Eventually(t, func() bool { return b.started.Load() == 1 }, 2*time.Second, 10*time.Millisecond, "released: taken at once")
 	spec := lease(t, c)
 	require.Equal(t, "redis-1", ptr.Deref(spec.HolderIdentity, ""))
@@ -120,10 +150,14 @@ func TestElectorSaysWhyItIsDenied(t *testing.T) {
 	})
 	var logs syncBuffer
 	var r round
-	stop := r.run(t, electorLabeler(t, c, "redis-0", &logs), 600*time.Millisecond)
-	time.Sleep(time.Second) // about eight tries
+	l := electorLabeler(t, c, "redis-0", &logs)
+	stop := r.run(t, l, 2*time.Second)
+	time.Sleep(2 * time.Second) // about five tries, one every 333 ms and more
 	stop()
 	require.Zero(t, r.started.Load())
+	var metrics bytes.Buffer
+	l.metrics.set.WritePrometheus(&metrics)
+	require.Regexp(t, `habring_labeler_request_failures_total\{request="lease-create"\} ([2-9]|[1-9][0-9])`, metrics.String(), "every try counted")
 	require.Equal(t, 1, strings.Count(logs.String(), `msg="leader Lease creation failed; will retry"`), logs.String())
 	require.Contains(t, logs.String(), "habring-labeler RoleBinding")
 }

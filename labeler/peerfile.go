@@ -2,11 +2,10 @@ package labeler
 
 import (
 	"context"
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,28 +28,32 @@ import (
 func (l *Labeler) keepPeerFile(ctx context.Context) {
 	sel := contract.LabelRing + "=" + l.cfg.Ring
 	api := l.kube.DiscoveryV1().EndpointSlices(l.cfg.Namespace)
+	// The reflector retries with its backoff; each list and watch request's outcome is
+	// counted, a failure logged once.
+	fails := l.failures("endpointslices", "list or watch of the ring's EndpointSlices")
+	observe := func(err error) {
+		if !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) { // the reflector lists again
+			fails.observe(err, rbacHint(l.cfg.Namespace))
+		}
+	}
 	// As client-go's generated informers do: a client that cannot stream the initial list
 	// (a fake) is listed the old way.
 	informer := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = sel
-			return api.List(ctx, o)
+			list, err := api.List(ctx, o)
+			observe(err)
+			return list, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = sel
-			return api.Watch(ctx, o)
+			w, err := api.Watch(ctx, o)
+			observe(err)
+			return w, err
 		},
 	}, l.kube), &discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
-	fails := l.failures("endpointslices", "list or watch of the ring's EndpointSlices")
-	// The reflector retries with its backoff; the failure is counted and logged once.
-	_ = informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) {
-			fails.observe(err, rbacHint(l.cfg.Namespace))
-		}
-	})
 	changed := make(chan struct{}, 1)
 	poke := func() {
-		fails.observe(nil, "") // an event: the watch works
 		select {
 		case changed <- struct{}{}:
 		default:
@@ -62,7 +65,9 @@ func (l *Labeler) keepPeerFile(ctx context.Context) {
 		l.log.Error("watch the ring's EndpointSlices", "err", err)
 		return
 	}
-	go informer.RunWithContext(ctx)
+	var running sync.WaitGroup
+	defer running.Wait() // the informer stops with ctx, before the labeler returns
+	running.Go(func() { informer.RunWithContext(ctx) })
 	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
 		return
 	}
