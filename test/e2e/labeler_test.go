@@ -125,11 +125,17 @@ func kubeconfigFor(t *testing.T, e *environment, token string) string {
 // Its process is returned through the census for tests that kill it.
 func runLabeler(t *testing.T, e *environment, ns string, p *corev1.Pod, file string) *census {
 	t.Helper()
+	return runLabelerBinary(t, e, harness.LabelerBinary(e.binary), ns, p, file)
+}
+
+// runLabelerBinary is runLabeler with the labeler binary at path.
+func runLabelerBinary(t *testing.T, e *environment, binary, ns string, p *corev1.Pod, file string) *census {
+	t.Helper()
 	c := &census{}
 	c.set(t, file)
 	srv := httptest.NewServer(c)
 	t.Cleanup(srv.Close)
-	cmd := exec.Command(harness.LabelerBinary(e.binary), "--kubeconfig="+kubeconfigFor(t, e, podToken(t, e, p)),
+	cmd := exec.Command(binary, "--kubeconfig="+kubeconfigFor(t, e, podToken(t, e, p)),
 		"--gateway="+srv.URL, "--pod-name="+p.Name, "--namespace="+ns, "--ring=main", "--interval=200ms", "--stale-after=2s",
 		"--lease-duration=3s", "--health-listen=127.0.0.1:0", "--log-format=text")
 	log, err := os.Create(filepath.Join(e.dir, ns+"-"+p.Name+"-labeler.log"))
@@ -272,6 +278,38 @@ func TestLabelersFenceTheLeader(t *testing.T) {
 	require.NoError(t, err)
 	pods := readyPods(t, e, ns, "redis", 2, 2*time.Minute)
 
+	other := requireFencedHandover(t, e, ns, pods, [2]string{harness.LabelerBinary(e.binary), harness.LabelerBinary(e.binary)})
+
+	// The Lease policy: a pod's credentials hold habring Leases only as the pod itself.
+	survivor, err := e.client.CoreV1().Pods(ns).Get(t.Context(), other, metav1.GetOptions{})
+	require.NoError(t, err)
+	rc := rest.CopyConfig(e.cluster.Config)
+	rc.BearerToken, rc.BearerTokenFile = podToken(t, e, survivor), ""
+	as, err := kubernetes.NewForConfig(rc)
+	require.NoError(t, err)
+	leaseAs := func(name, holder string, dryRun bool) error {
+		l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(holder)}}
+		opts := metav1.CreateOptions{}
+		if dryRun {
+			opts.DryRun = []string{metav1.DryRunAll}
+		}
+		_, err := as.CoordinationV1().Leases(ns).Create(t.Context(), l, opts)
+		return err
+	}
+	require.Eventually(t, func() bool { return apierrors.IsForbidden(leaseAs("not-habring", other, true)) }, time.Minute, 200*time.Millisecond,
+		"the Lease policy never took effect")
+	require.NoError(t, leaseAs("habring-main-web.default", other, true), "a habring Lease held by the pod itself")
+	err = leaseAs("habring-main-web.default", "someone-else", true)
+	require.True(t, apierrors.IsForbidden(err), "a Lease held in another's name: %v", err)
+	t.Logf("denied: %v", err)
+}
+
+// requireFencedHandover runs the labelers binaries[i] for pods[i], both told their
+// Supervisor leads, pods[0]'s first: pods[0] is labelled leader and stays the one while
+// both claim, then its labeler is killed and pods[1]'s takes over once the Lease runs out,
+// never two at once. It returns the pod labelled leader at the end.
+func requireFencedHandover(t *testing.T, e *environment, ns string, pods []corev1.Pod, binaries [2]string) string {
+	t.Helper()
 	// Every change of a ring pod's labels, in order: how many pods are labelled leader.
 	w, err := e.client.CoreV1().Pods(ns).Watch(t.Context(), metav1.ListOptions{LabelSelector: "app=redis", ResourceVersion: pods[1].ResourceVersion})
 	require.NoError(t, err)
@@ -309,12 +347,16 @@ func TestLabelersFenceTheLeader(t *testing.T) {
 		return out
 	}
 
+	// Both claim; pods[0]'s labeler starts first and is labelled, then pods[1]'s.
 	labelers := map[string]*census{}
 	for i, p := range pods {
-		labelers[p.Name] = runLabeler(t, e, ns, &p, "census_leader.json") // both claim
+		labelers[p.Name] = runLabelerBinary(t, e, binaries[i], ns, &p, "census_leader.json")
 		labelers[p.Name].setIPs(t, p.Status.PodIP, pods[1-i].Status.PodIP)
+		if i == 0 {
+			require.Eventually(t, func() bool { return slices.Equal(labelled(), []string{p.Name}) }, time.Minute, 50*time.Millisecond,
+				"%s, its labeler alone, never labelled leader", p.Name)
+		}
 	}
-	require.Eventually(t, func() bool { return len(labelled()) == 1 }, time.Minute, 50*time.Millisecond, "one pod labelled leader")
 	time.Sleep(3 * time.Second) // both keep claiming, renewing, re-reading
 	require.Len(t, labelled(), 1, "both claimed: %v", labelled())
 	first := labelled()[0]
@@ -342,26 +384,52 @@ func TestLabelersFenceTheLeader(t *testing.T) {
 	require.Equal(t, 1, most, "two pods were labelled leader at once")
 	mu.Unlock()
 
-	// The Lease policy: a pod's credentials hold habring Leases only as the pod itself.
-	survivor, err := e.client.CoreV1().Pods(ns).Get(t.Context(), other, metav1.GetOptions{})
-	require.NoError(t, err)
-	rc := rest.CopyConfig(e.cluster.Config)
-	rc.BearerToken, rc.BearerTokenFile = podToken(t, e, survivor), ""
-	as, err := kubernetes.NewForConfig(rc)
-	require.NoError(t, err)
-	leaseAs := func(name, holder string, dryRun bool) error {
-		l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(holder)}}
-		opts := metav1.CreateOptions{}
-		if dryRun {
-			opts.DryRun = []string{metav1.DryRunAll}
-		}
-		_, err := as.CoordinationV1().Leases(ns).Create(t.Context(), l, opts)
-		return err
+	return other
+}
+
+// lastOwnClient is the last revision whose labeler had an API client and elector of its
+// own (labeler/kube), before client-go's: the labelers of the rings that run while
+// habring is upgraded past it.
+const lastOwnClient = "b6edaff"
+
+// A labeler of lastOwnClient and one of this tree contend for one Lease, as a ring's pods
+// do while habring is upgraded: whichever holds it, never two leaders, and the Lease
+// passes from either to the other when its holder dies.
+func TestOldAndNewLabelersShareTheLease(t *testing.T) {
+	e := requireEnv(t)
+	t.Parallel()
+	old := buildAt(t, e, lastOwnClient, "./cmd/habring-labeler")
+	current := harness.LabelerBinary(e.binary)
+	for name, binaries := range map[string][2]string{"old to new": {old, current}, "new to old": {current, old}} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ns := namespace(t, e, true)
+			labelerPermissions(t, e, ns)
+			ringService(t, e, ns, "redis", "main")
+			sts := statefulSet(ns, "redis", 2, map[string]string{contract.AnnotationRing: "main", contract.AnnotationTopology: "leader"})
+			sts.Spec.Template.Spec.ServiceAccountName = "habitat"
+			_, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), sts, metav1.CreateOptions{})
+			require.NoError(t, err)
+			pods := readyPods(t, e, ns, "redis", 2, 2*time.Minute)
+			t.Logf("%s: %s labelled leader at the end", name, requireFencedHandover(t, e, ns, pods, binaries))
+		})
 	}
-	require.Eventually(t, func() bool { return apierrors.IsForbidden(leaseAs("not-habring", other, true)) }, time.Minute, 200*time.Millisecond,
-		"the Lease policy never took effect")
-	require.NoError(t, leaseAs("habring-main-web.default", other, true), "a habring Lease held by the pod itself")
-	err = leaseAs("habring-main-web.default", "someone-else", true)
-	require.True(t, apierrors.IsForbidden(err), "a Lease held in another's name: %v", err)
-	t.Logf("denied: %v", err)
+}
+
+// buildAt builds the package pkg as it was at revision rev of this repository, static and
+// stripped as the image holds it, and returns the binary's path.
+func buildAt(t *testing.T, e *environment, rev, pkg string) string {
+	t.Helper()
+	root := harness.RepoRoot()
+	wt := filepath.Join(t.TempDir(), "src")
+	out := filepath.Join(e.dir, "labeler-"+rev)
+	git := exec.Command("git", "-C", root, "worktree", "add", "--detach", wt, rev)
+	b, err := git.CombinedOutput()
+	require.NoError(t, err, "git worktree add %s (the test needs this repository's history back to %s: clone without --depth): %s", rev, rev, b)
+	t.Cleanup(func() { _ = exec.Command("git", "-C", root, "worktree", "remove", "--force", wt).Run() })
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -buildid=", "-o", out, pkg)
+	build.Dir, build.Env = wt, append(os.Environ(), "CGO_ENABLED=0")
+	b, err = build.CombinedOutput()
+	require.NoError(t, err, "build %s at %s: %s", pkg, rev, b)
+	return out
 }
