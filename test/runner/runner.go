@@ -110,6 +110,7 @@ type Runner struct {
 	mu       sync.Mutex
 	pods     map[types.UID]*pod
 	ips      map[netip.Addr]bool
+	lastIP   netip.Addr            // the address allocate gave last
 	names    map[string]netip.Addr // stable names of headless Services' ready endpoints
 	mkdirs   []string              // mount points made on the host, to remove on Close
 	proxies  []*Proxy
@@ -313,14 +314,32 @@ func (r *Runner) find(namespace, name string) (*pod, error) {
 	return nil, fmt.Errorf("runner: pod %s/%s is not running on node %s", namespace, name, NodeName)
 }
 
-// allocate gives a pod an address of the bridge's network.
+// allocate gives a pod an address of the bridge's network: the first free one after the
+// last given, wrapping around, as the host-local IPAM plugin does. Giving the lowest free
+// one instead hands a deleted pod's address to the next pod at once, while Supervisors of
+// other rings still gossip to it: the new pod's ring would merge with theirs (seen in the
+// e2e suite, where rings of parallel tests share the node).
 func (r *Runner) allocate() (netip.Addr, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for a := r.bridge.Gateway.Next(); r.bridge.Prefix.Contains(a); a = a.Next() {
-		if !r.ips[a] && a.Next().IsValid() && r.bridge.Prefix.Contains(a.Next()) { // not the broadcast address
-			r.ips[a] = true
+	first := r.bridge.Gateway.Next()
+	usable := func(a netip.Addr) bool { // in the network, not the broadcast address
+		return r.bridge.Prefix.Contains(a) && a.Next().IsValid() && r.bridge.Prefix.Contains(a.Next())
+	}
+	start := first
+	if r.lastIP.IsValid() && usable(r.lastIP.Next()) {
+		start = r.lastIP.Next()
+	}
+	for a := start; ; {
+		if !r.ips[a] {
+			r.ips[a], r.lastIP = true, a
 			return a, nil
+		}
+		if a = a.Next(); !usable(a) {
+			a = first
+		}
+		if a == start {
+			break
 		}
 	}
 	return netip.Addr{}, fmt.Errorf("runner: no free address left in %s", r.bridge.Prefix)

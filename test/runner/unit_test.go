@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"net/netip"
 	"os/exec"
 	"testing"
 
@@ -8,6 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/habring/habring/test/podnet"
 )
 
 // Expansion follows the kubelet's rules (third_party/forked/golang/expansion upstream).
@@ -70,4 +73,26 @@ func TestQuoteSurvivesTheShell(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, s, string(out))
 	}
+}
+
+// Addresses are given round-robin, as host-local IPAM gives them: a released address
+// goes to a new pod only once every other free one has been given.
+func TestAllocateRoundRobin(t *testing.T) {
+	t.Parallel()
+	p := netip.MustParsePrefix("10.0.0.0/29") // .1 the gateway, .2-.6 for pods, .7 broadcast
+	r := &Runner{bridge: &podnet.Bridge{Prefix: p, Gateway: netip.MustParseAddr("10.0.0.1")}, ips: map[netip.Addr]bool{}}
+	next := func() string {
+		a, err := r.allocate()
+		require.NoError(t, err)
+		return a.String()
+	}
+	require.Equal(t, "10.0.0.2", next())
+	require.Equal(t, "10.0.0.3", next())
+	r.release(netip.MustParseAddr("10.0.0.2"))
+	require.Equal(t, "10.0.0.4", next(), "not the address just released")
+	require.Equal(t, "10.0.0.5", next())
+	require.Equal(t, "10.0.0.6", next())
+	require.Equal(t, "10.0.0.2", next(), "wrapped around to the one free")
+	_, err := r.allocate()
+	require.EqualError(t, err, "runner: no free address left in 10.0.0.0/29")
 }
