@@ -143,6 +143,7 @@ func TestRBACIsExactlyWhatIsUsed(t *testing.T) {
 		"/pods/status: patch",
 		"coordination.k8s.io/leases: get,create,update",
 		"discovery.k8s.io/endpointslices: list,watch",
+		"/events: create,patch", // Events on its own pod (labeler/events.go)
 	}, rules("habring-labeler"))
 	b := find[*rbacv1.ClusterRoleBinding](t, objs, "habring-webhook")
 	require.Equal(t, "habring", b.Subjects[0].Name)

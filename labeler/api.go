@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -122,6 +123,7 @@ func (f *failures) observe(err error, hint string) {
 	args := []any{"request", f.request, "err", err}
 	if apierrors.IsForbidden(err) && hint != "" {
 		args = append(args, "fix", hint)
+		f.l.event(corev1.EventTypeWarning, EventDenied, "%s denied: %v. Fix: %s", f.what, err, hint)
 	}
 	f.l.log.Warn(f.what+" failed; will retry", args...)
 }

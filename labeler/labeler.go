@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
 	"github.com/habring/habring/connlimit"
@@ -37,6 +39,10 @@ type Labeler struct {
 	fence   *fence
 	// Failed requests, counted, and logged once per change (api.go).
 	labelFails, statusFails, leaderListFails *failures
+	// recorder records Events on self, the labeler's pod (events.go); nil when it could
+	// not read its pod.
+	recorder record.EventRecorder
+	self     *corev1.ObjectReference
 
 	censusOK   atomic.Bool // last census read succeeded (/healthz)
 	peersReady atomic.Bool // the watch file was written at least once (/readyz)
@@ -79,6 +85,8 @@ func (l *Labeler) Run(ctx context.Context) error {
 		MaxHeaderBytes:    16 << 10,
 		ConnState:         limited.ConnState,
 	}
+	own := l.ownPod(ctx)
+	defer l.startEvents(context.WithoutCancel(ctx), own)() // before anything that records one
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = srv.Serve(limited) })
 	if l.cfg.PeerWatchFile == "" {
@@ -86,7 +94,7 @@ func (l *Labeler) Run(ctx context.Context) error {
 	} else {
 		wg.Go(func() { l.keepPeerFile(ctx) })
 	}
-	l.keepRole(ctx)
+	l.keepRole(ctx, own)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -610,4 +612,50 @@ func TestRingJoinedCondition(t *testing.T) {
 			stop()
 		})
 	}
+}
+
+// What an operator wants to see is an Event on the labeler's own pod, as `kubectl describe
+// pod` finds it: labelled leader, then, its Supervisor a follower, labelled follower; a
+// request the API server denies, with the fix.
+func TestEventsOnOwnPod(t *testing.T) {
+	t.Parallel()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-0", Namespace: "shop", UID: "uid-redis-0"}}
+	client := fake.NewClientset(pod)
+	var deny atomic.Bool
+	client.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if deny.Load() {
+			return true, nil, apierrors.NewForbidden(corev1.Resource("pods"), "redis-0", errors.New("RBAC: no RoleBinding"))
+		}
+		return false, nil, nil
+	})
+	events := func() []string {
+		list, err := client.CoreV1().Events("shop").List(t.Context(), metav1.ListOptions{})
+		require.NoError(t, err)
+		var out []string
+		for _, e := range list.Items {
+			if e.InvolvedObject.UID == pod.UID && e.InvolvedObject.Kind == "Pod" && e.Source.Component == EventComponent {
+				out = append(out, e.Type+" "+e.Reason+": "+e.Message)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	_, sup, clk, stop := runLabeler(t, "census_leader.json", client, "redis-0", nil, nil)
+	defer stop()
+	require.Eventually(t, func() bool {
+		return slices.Contains(events(), "Normal HabringLeader: labelled leader of service group redis.default, holding the Lease habring--redis.default")
+	}, 10*time.Second, 10*time.Millisecond, "%v", events())
+	deny.Store(true)
+	sup.set(t, "census_follower.json")
+	require.Eventually(t, func() bool {
+		clk.Step(time.Second)
+		return slices.ContainsFunc(events(), func(e string) bool {
+			return strings.HasPrefix(e, "Warning HabringDenied: role label update denied: ") && strings.Contains(e, "Fix: give the pod's service account the habring-labeler RoleBinding in shop")
+		})
+	}, 10*time.Second, 10*time.Millisecond, "%v", events())
+	deny.Store(false)
+	require.Eventually(t, func() bool {
+		clk.Step(time.Second)
+		return slices.Contains(events(), "Normal HabringFollower: labelled follower of service group redis.default")
+	}, 10*time.Second, 10*time.Millisecond, "%v", events())
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,8 +22,7 @@ import (
 // keepRole is the census loop: read, decide, write the label when it changes. The leader
 // label is fenced (fence.go): it is written only while this labeler holds the group's
 // Lease and no other pod of the group carries it, and taken off before the Lease goes.
-func (l *Labeler) keepRole(ctx context.Context) {
-	own := l.ownPod(ctx)
+func (l *Labeler) keepRole(ctx context.Context, own *corev1.Pod) {
 	current := own.Labels[contract.LabelRole] // "" when unknown: the first decision is written
 	joined := newJoinedGate(l, own)
 	defer func() {
@@ -84,6 +85,14 @@ func (l *Labeler) keepRole(ctx context.Context) {
 		if want != "" && want != current {
 			if err := l.setRole(ctx, want); err == nil { // a failure is logged by setRole, once per change
 				l.log.Info("role label changed", "from", current, "to", want, "group", group)
+				switch {
+				case want == contract.RoleLeader:
+					l.event(corev1.EventTypeNormal, EventLeader, "labelled leader of service group %s, holding the Lease %s", group, LeaseName(l.cfg.Ring, group))
+				case want == contract.RoleFollower:
+					l.event(corev1.EventTypeNormal, EventFollower, "labelled follower of service group %s", group)
+				case current == contract.RoleLeader:
+					l.event(corev1.EventTypeNormal, EventNotLeader, "leader label taken off (service group %s): its Supervisor no longer leads, or cannot be read", group)
+				}
 				current = want
 			}
 		}
@@ -125,8 +134,11 @@ func (l *Labeler) watchQuorum(c *Census, group string, atEdge bool) bool {
 	case edge && !atEdge:
 		l.log.Warn("the service group's quorum is at its edge: losing one more alive member stops elections; depart the dead members",
 			"group", group, "alive", q.Alive, "suspect", q.Suspect, "confirmed", q.Confirmed, "margin", q.Margin(), "run", DepartCommands(g))
+		l.event(corev1.EventTypeWarning, EventQuorumEdge, "service group %s: quorum margin %d (%d alive, %d suspect, %d confirmed dead): losing one more alive member stops its elections; depart the dead members from any Supervisor: %s",
+			group, q.Margin(), q.Alive, q.Suspect, q.Confirmed, strings.Join(DepartCommands(g), "; "))
 	case !edge && atEdge:
 		l.log.Info("the service group's quorum has a margin again", "group", group, "alive", q.Alive, "margin", q.Margin())
+		l.event(corev1.EventTypeNormal, EventQuorumOK, "service group %s: quorum margin %d again (%d alive)", group, q.Margin(), q.Alive)
 	}
 	return edge
 }
@@ -158,6 +170,7 @@ func (l *Labeler) fenced(ctx context.Context, c *Census, group, current string, 
 	hold := func(reason string, args ...any) string {
 		if *blocked != reason {
 			l.log.Warn(reason, args...)
+			l.event(corev1.EventTypeWarning, EventWaiting, "%s%s", reason, pairs(args))
 			*blocked = reason
 		}
 		return contract.RoleNone
@@ -238,4 +251,13 @@ func (l *Labeler) setPodRole(ctx context.Context, pod, role string) error {
 		return err
 	}
 	return l.patchPod(ctx, pod, types.MergePatchType, body)
+}
+
+// pairs writes slog's key-value arguments as " key=value ..." for an Event's message.
+func pairs(args []any) string {
+	var b strings.Builder
+	for i := 0; i+1 < len(args); i += 2 {
+		fmt.Fprintf(&b, " %v=%v", args[i], args[i+1])
+	}
+	return b.String()
 }

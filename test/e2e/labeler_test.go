@@ -283,6 +283,11 @@ func TestLabelersFenceTheLeader(t *testing.T) {
 	// The Lease policy: a pod's credentials hold habring Leases only as the pod itself.
 	survivor, err := e.client.CoreV1().Pods(ns).Get(t.Context(), other, metav1.GetOptions{})
 	require.NoError(t, err)
+	// kubectl describe pod says so, from the labeler itself (with the pod's own token).
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Contains(c, described(c, e, survivor),
+			"Normal HabringLeader (habring-labeler): labelled leader of service group redis.default, holding the Lease habring-main-redis.default")
+	}, 10*time.Second, 100*time.Millisecond)
 	rc := rest.CopyConfig(e.cluster.Config)
 	rc.BearerToken, rc.BearerTokenFile = podToken(t, e, survivor), ""
 	as, err := kubernetes.NewForConfig(rc)
