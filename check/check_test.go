@@ -20,6 +20,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	metadatafake "k8s.io/client-go/metadata/fake"
 	restclient "k8s.io/client-go/rest"
@@ -27,6 +28,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/contract"
+	"github.com/habring/habring/labeler"
 	"github.com/habring/habring/ring"
 	"github.com/habring/habring/test/pki"
 )
@@ -130,7 +132,7 @@ func installed(t *testing.T, ca *pki.CA, addr string) *world {
 
 func ringPod(i int, role string, injected bool) *corev1.Pod {
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "redis-" + strconv.Itoa(i),
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "redis-" + strconv.Itoa(i), UID: types.UID("uid-redis-" + strconv.Itoa(i)),
 			Labels:          map[string]string{"app": "redis", contract.LabelRing: "main", contract.LabelRole: role},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "redis", Controller: ptr.To(true)}}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "redis"}}, InitContainers: []corev1.Container{{Name: contract.LabelerContainerName}}},
@@ -230,6 +232,24 @@ func TestBrokenInstalls(t *testing.T) {
 		"an expiring certificate": {
 			valid: 48 * time.Hour,
 			want:  []string{"the serving certificate expires in 48h0m0s (at " + now.Add(48*time.Hour).Format(time.RFC3339) + "), under --min-cert-validity 168h0m0s"},
+		},
+		"a labeler denied lately": {
+			change: func(w *world, ca *pki.CA) *pki.CA {
+				denial := func(pod, reason string, ago time.Duration, count int32) *corev1.Event {
+					return &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: pod + "." + reason},
+						InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: "shop", Name: pod, UID: types.UID("uid-" + pod)},
+						Reason:         reason, Type: corev1.EventTypeWarning, Source: corev1.EventSource{Component: labeler.EventComponent},
+						Message:       `role label update denied: pods "` + pod + `" is forbidden: no RoleBinding. Fix: bind habring-labeler`,
+						LastTimestamp: metav1.NewTime(now.Add(-ago)), Count: count}
+				}
+				w.objs = append(w.objs, denial("redis-1", labeler.EventDenied, 2*time.Minute, 7),
+					denial("redis-2", labeler.EventDenied, time.Hour, 1),    // long past
+					denial("redis-0", labeler.EventWaiting, time.Minute, 1), // not a denial
+					denial("redis-9", labeler.EventDenied, time.Minute, 1))  // a pod that is gone
+				return ca
+			},
+			valid: 90 * 24 * time.Hour,
+			want:  []string{`ring main: the labeler of pod redis-1 is denied (7 times, last 2m0s ago): role label update denied: pods "redis-1" is forbidden: no RoleBinding`},
 		},
 		"two leaders and no RoleBinding": {
 			change: func(w *world, ca *pki.CA) *pki.CA {

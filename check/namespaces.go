@@ -8,10 +8,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/habring/habring/contract"
 	"github.com/habring/habring/labeler"
@@ -74,6 +76,7 @@ func (c *Checker) checkNamespace(ctx context.Context, r *Report, inst *install, 
 		return nil
 	}
 	c.checkRoleBinding(ctx, r, inst, ns.Name, podList.Items)
+	c.checkLabelerDenials(ctx, r, ns.Name, podList.Items)
 
 	rings := map[string][]*corev1.Pod{}
 	for _, w := range workloads {
@@ -171,6 +174,53 @@ func (c *Checker) checkRoleBinding(ctx context.Context, r *Report, inst *install
 		r.Fail(fmt.Sprintf("kubectl -n %s create rolebinding habring-labeler-%s --clusterrole=%s --serviceaccount=%s:%s", ns, sa, inst.labelerRole, ns, sa),
 			"service account %s runs the labeler sidecar in %s but no RoleBinding grants it %s: the leader is never labelled", sa, ns, inst.labelerRole)
 	}
+}
+
+// deniedWithin is how recent a labeler's HabringDenied Event must be to fail the check: the
+// labeler records one at every denied request, and client-go's recorder lets a repeat
+// through at least every five minutes.
+const deniedWithin = 10 * time.Minute
+
+// checkLabelerDenials fails for every pod of ns whose labeler the API server has denied
+// lately, from their HabringDenied Events (one list for the namespace), with the fix the
+// labeler named.
+func (c *Checker) checkLabelerDenials(ctx context.Context, r *Report, ns string, pods []corev1.Pod) {
+	events, err := c.Clients.Kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=" + labeler.EventDenied})
+	if err != nil {
+		r.Skip("labelers' denials not checked: list events in %s: %v", ns, err)
+		return
+	}
+	byUID := map[types.UID]*corev1.Pod{}
+	for i := range pods {
+		byUID[pods[i].UID] = &pods[i]
+	}
+	denied := 0
+	for _, e := range events.Items {
+		p, ok := byUID[e.InvolvedObject.UID]
+		last := lastSeen(&e)
+		if e.Reason != labeler.EventDenied || e.Source.Component != labeler.EventComponent || !ok || c.Now().Sub(last) > deniedWithin {
+			continue
+		}
+		denied++
+		msg, fix, _ := strings.Cut(e.Message, ". Fix: ")
+		r.Fail(fix+"\nthe labeler's log: kubectl -n "+ns+" logs "+p.Name+" -c "+contract.LabelerContainerName,
+			"ring %s: the labeler of pod %s is denied (%d times, last %s ago): %s", p.Labels[contract.LabelRing], p.Name, max(e.Count, 1),
+			c.Now().Sub(last).Round(time.Second), msg)
+	}
+	if denied == 0 {
+		r.Pass("no labeler in %s was denied a request in the last %s", ns, deniedWithin)
+	}
+}
+
+// lastSeen is when an Event last happened, in whichever field its writer filled.
+func lastSeen(e *corev1.Event) time.Time {
+	switch {
+	case e.Series != nil:
+		return e.Series.LastObservedTime.Time
+	case !e.LastTimestamp.IsZero():
+		return e.LastTimestamp.Time
+	}
+	return e.EventTime.Time
 }
 
 func hasLabeler(p *corev1.Pod) bool {

@@ -115,6 +115,12 @@ func (f *failures) observe(err error, hint string) {
 		return
 	}
 	f.l.metrics.requestFailed(f.request)
+	if apierrors.IsForbidden(err) && hint != "" {
+		// Every time, not once per change: client-go's recorder counts the repeats on one
+		// Event and keeps its last time fresh (at least every five minutes once its spam
+		// filter holds back), which is how habring check tells a denial that goes on.
+		f.l.event(corev1.EventTypeWarning, EventDenied, "%s denied: %v. Fix: %s", f.what, err, hint)
+	}
 	if err.Error() == f.last {
 		f.l.log.Debug(f.what+" failed again", "request", f.request, "err", err)
 		return
@@ -123,7 +129,6 @@ func (f *failures) observe(err error, hint string) {
 	args := []any{"request", f.request, "err", err}
 	if apierrors.IsForbidden(err) && hint != "" {
 		args = append(args, "fix", hint)
-		f.l.event(corev1.EventTypeWarning, EventDenied, "%s denied: %v. Fix: %s", f.what, err, hint)
 	}
 	f.l.log.Warn(f.what+" failed; will retry", args...)
 }
