@@ -91,16 +91,20 @@ type Checker struct {
 	Now     func() time.Time
 	// live answers patch.Injector.Admit's questions as the webhook's caches do; made on first use.
 	live patch.Source
-	// inj decides as the webhook would; made on first use.
-	inj *patch.Injector
+	// inj decides as the webhook would, with its options (injOrigin says where they came
+	// from); made on first use.
+	inj       *patch.Injector
+	injOrigin string
 }
 
-// injector is the Injector --pod explains admissions with.
-func (c *Checker) injector() *patch.Injector {
+// injector is the Injector explanations admit with: the installed webhook's own options
+// where its pod can be read, else the defaults, and a sentence saying which.
+func (c *Checker) injector(ctx context.Context) (*patch.Injector, string) {
 	if c.inj == nil {
-		c.inj = patch.NewInjector(patch.Options{LabelerImage: "habring"})
+		opts, origin := c.webhookOptions(ctx)
+		c.inj, c.injOrigin = patch.NewInjector(opts), origin
 	}
-	return c.inj
+	return c.inj, c.injOrigin
 }
 
 // source is the webhook's view of the cluster: informer caches of StatefulSets,

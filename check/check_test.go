@@ -313,8 +313,17 @@ func TestExplainPod(t *testing.T) {
 	}
 	require.Contains(t, explain("shop", "redis-0"), "✓ injected by habring into ring main, peers 10.0.0.10")
 	out := explain("shop", "redis-3")
-	require.Contains(t, out, "× not injected: the webhook would inject it now (peers 10.0.0.10,10.0.0.11,10.0.0.12): ")
+	require.Contains(t, out, "× not injected: the webhook would inject it now (peers 10.0.0.10,10.0.0.11,10.0.0.12, with the default options "+
+		"(--max-peers 5, --cluster-domain cluster.local): no pod of the webhook's Service habring-system/habring could be read): ")
 	require.Contains(t, out, "    kubectl -n shop delete pod redis-3")
+
+	// With the webhook's pod readable, its own options decide: two peers at most.
+	webhookPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "habring-system", Name: "habring-7d9f", Labels: map[string]string{"app.kubernetes.io/name": "habring"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "webhook", Args: []string{"webhook", "--listen=:8443", "--max-peers", "2", "--cluster-domain=corp.local"}}}}}
+	w.objs = append(w.objs, webhookPod)
+	c = w.checker(t)
+	require.Contains(t, explain("shop", "redis-3"), "× not injected: the webhook would inject it now (peers 10.0.0.10,10.0.0.11, "+
+		"with the installed webhook's options (pod habring-system/habring-7d9f: --max-peers 2, --cluster-domain corp.local)): ")
 	require.Contains(t, explain("elsewhere", "p"), "× not injected: namespace elsewhere is not selected by the webhook (habitat.sh/inject in (enabled))\n    kubectl label namespace elsewhere habitat.sh/inject=enabled")
 	require.Contains(t, explain("shop", "nope"), "× pod shop/nope does not exist")
 }

@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"slices"
@@ -21,6 +23,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
+
+	"github.com/habring/habring/contract"
+	"github.com/habring/habring/patch"
 )
 
 // install is what the installation checks found, for the namespace checks.
@@ -365,4 +370,53 @@ func grants(rules []rbacv1.PolicyRule, group, resource, verb string) bool {
 
 func matches(list []string, v string) bool {
 	return slices.Contains(list, v) || slices.Contains(list, "*")
+}
+
+// webhookOptions reads the options that change an admission's peers (--max-peers,
+// --cluster-domain) from the args of the installed webhook's pod: the first pod of its
+// Service. A webhook called at a URL, or one whose pod cannot be read, has the defaults.
+func (c *Checker) webhookOptions(ctx context.Context) (patch.Options, string) {
+	opts := patch.Options{LabelerImage: "habring"}
+	defaults := func(why string) (patch.Options, string) {
+		return opts, "with the default options (--max-peers " + strconv.Itoa(contract.DefaultMaxPeers) + ", --cluster-domain " + patch.DefaultClusterDomain + "): " + why
+	}
+	inst, err := c.installation(ctx)
+	if err != nil || inst == nil || inst.hook.ClientConfig.Service == nil {
+		return defaults("the webhook's pod is not known (no installation, or one called at a URL)")
+	}
+	svc := inst.hook.ClientConfig.Service
+	s, err := c.Clients.Kube.CoreV1().Services(svc.Namespace).Get(ctx, svc.Name, metav1.GetOptions{})
+	if err != nil || len(s.Spec.Selector) == 0 {
+		return defaults("the webhook's Service " + svc.Namespace + "/" + svc.Name + " selects no pod")
+	}
+	pods, err := c.Clients.Kube.CoreV1().Pods(svc.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set(s.Spec.Selector).String(), Limit: 1})
+	if err != nil || len(pods.Items) == 0 {
+		return defaults("no pod of the webhook's Service " + svc.Namespace + "/" + svc.Name + " could be read")
+	}
+	p := &pods.Items[0]
+	for _, ctr := range p.Spec.Containers {
+		args := slices.Concat(ctr.Command, ctr.Args)
+		if !slices.Contains(args, "webhook") {
+			continue
+		}
+		fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		fs.IntVar(&opts.MaxPeers, "max-peers", contract.DefaultMaxPeers, "")
+		fs.StringVar(&opts.ClusterDomain, "cluster-domain", patch.DefaultClusterDomain, "")
+		var known []string // the two flags, in either form; the webhook's others are not these options
+		for i, a := range args {
+			name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			if strings.HasPrefix(a, "-") && (name == "max-peers" || name == "cluster-domain") {
+				known = append(known, a)
+				if !hasValue && i+1 < len(args) {
+					known = append(known, args[i+1])
+				}
+			}
+		}
+		if err := fs.Parse(known); err != nil {
+			return defaults(fmt.Sprintf("the webhook's args in pod %s/%s do not parse: %v", p.Namespace, p.Name, err))
+		}
+		return opts, fmt.Sprintf("with the installed webhook's options (pod %s/%s: --max-peers %d, --cluster-domain %s)", p.Namespace, p.Name, opts.MaxPeers, opts.ClusterDomain)
+	}
+	return defaults("pod " + p.Namespace + "/" + p.Name + " runs no `habring webhook`")
 }

@@ -55,7 +55,8 @@ func (c *Checker) explain(ctx context.Context, ns string, p *corev1.Pod) (why, f
 	if err != nil {
 		return "cannot decide: " + err.Error(), "", Skip
 	}
-	d, err := c.injector().Admit(ctx, p, ns, src)
+	inj, origin := c.injector(ctx)
+	d, err := inj.Admit(ctx, p, ns, src)
 	var annErr *patch.AnnotationError
 	switch {
 	case errors.As(err, &annErr):
@@ -75,8 +76,8 @@ func (c *Checker) explain(ctx context.Context, ns string, p *corev1.Pod) (why, f
 	if peers == "" {
 		peers = "none: it would bootstrap the ring"
 	}
-	return fmt.Sprintf("the webhook would inject it now (peers %s): it was created while habring was not installed, "+
-		"its namespace was not selected, or habring was unreachable with failurePolicy Ignore", peers), recreate, Fail
+	return fmt.Sprintf("the webhook would inject it now (peers %s, %s): it was created while habring was not installed, "+
+		"its namespace was not selected, or habring was unreachable with failurePolicy Ignore", peers, origin), recreate, Fail
 }
 
 // unseen reports (ok false) when the webhook never sees pod p: no installation, or its
