@@ -107,7 +107,7 @@ verify: ## fail on build output in git, gofmt, go vet, go mod tidy drift and sta
 	$(GO) test -count=1 ./patch ./render -run TestGolden -update
 	@if ! git diff --quiet -- patch/testdata render/testdata; then git diff --stat -- patch/testdata render/testdata; echo "golden files are stale: read 'git diff patch/testdata render/testdata', then commit"; exit 1; fi
 
-# The revision README's "Performance" table compares against ("before").
+# The revision docs/performance.md's table compares against ("before").
 BENCH_BASE ?= 233c182
 
 .PHONY: bench

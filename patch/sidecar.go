@@ -34,8 +34,8 @@ func labelerContainer(opts Options) corev1.Container {
 			// habring-labeler on client-go measures 25-26 MiB resident in a ring pod, 5.7-5.9
 			// MiB of it its own (anonymous) and the rest the binary's pages, which every
 			// labeler of a node shares and the first one's cgroup is charged for: the
-			// request covers its own, the limit the first one's whole (README
-			// "Performance").
+			// request covers its own, the limit the first one's whole
+			// (docs/performance.md).
 			Requests: corev1.ResourceList{corev1.ResourceCPU: labelerCPU, corev1.ResourceMemory: labelerMemory},
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: labelerMemoryLimit},
 		},

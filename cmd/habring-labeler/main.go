@@ -3,7 +3,7 @@
 // Lease), keeps the peer watch file and the ring-joined condition. It is a binary of its
 // own, beside habring in the image, because every ring pod runs one: it links client-go's
 // typed clients, leader election and reflector, but not the webhook, the check or the
-// Prometheus client. README "Performance" has its memory.
+// Prometheus client. docs/performance.md has its memory.
 package main
 
 import (
@@ -28,7 +28,7 @@ import (
 // gcPercent is the labeler's GOGC unless the environment sets one. Its heap is a few
 // hundred KiB live, but Go's default lets garbage grow to a 4 MiB heap before the first
 // collection: a leader labeler (census, Lease renewals, the leader list) reached 12.8 MiB
-// resident after three minutes, 11.1 MiB with 25 (README "Performance"). It allocates a
+// resident after three minutes, 11.1 MiB with 25 (docs/performance.md). It allocates a
 // few KiB a second, so collecting more often costs next to nothing.
 const gcPercent = 25
 

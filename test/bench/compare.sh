@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make bench: every figure of README's "Performance" table, before (a base revision, default
+# make bench: every figure of docs/performance.md's table, before (a base revision, default
 # BENCH_BASE in the Makefile) and after (this tree), on this machine, one after the other:
 #   1. the admission path: go test -bench, 5 runs each, compared by benchstat;
 #   2. TLS load beside the echo floor: this tree's test/load run against both trees' code;
