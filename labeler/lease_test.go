@@ -1,7 +1,6 @@
 package labeler
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -83,9 +82,7 @@ func TestElectorLosesAndRetakes(t *testing.T) {
 	require.Empty(t, ptr.Deref(spec.HolderIdentity, ""), "released")
 	require.Equal(t, int32(1), ptr.Deref(spec.LeaseDurationSeconds, 0))
 
-	var metrics bytes.Buffer
-	l.metrics.set.WritePrometheus(&metrics)
-	require.Regexp(t, `habring_labeler_request_failures_total\{request="lease-update"\} [1-9]`, metrics.String())
+	require.Regexp(t, `habring_labeler_request_failures_total\{request="lease-update"\} [1-9]`, scrape(t, l))
 	require.Equal(t, 1, strings.Count(logs.String(), `msg="leader Lease update failed; will retry"`), logs.String())
 	require.Contains(t, logs.String(), `msg="leader Lease update succeeds again"`)
 }
@@ -155,9 +152,7 @@ func TestElectorSaysWhyItIsDenied(t *testing.T) {
 	time.Sleep(2 * time.Second) // about five tries, one every 333 ms and more
 	stop()
 	require.Zero(t, r.started.Load())
-	var metrics bytes.Buffer
-	l.metrics.set.WritePrometheus(&metrics)
-	require.Regexp(t, `habring_labeler_request_failures_total\{request="lease-create"\} ([2-9]|[1-9][0-9])`, metrics.String(), "every try counted")
+	require.Regexp(t, `habring_labeler_request_failures_total\{request="lease-create"\} ([2-9]|[1-9][0-9])`, scrape(t, l), "every try counted")
 	require.Equal(t, 1, strings.Count(logs.String(), `msg="leader Lease creation failed; will retry"`), logs.String())
 	require.Contains(t, logs.String(), "habring-labeler RoleBinding")
 }

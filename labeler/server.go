@@ -3,66 +3,67 @@ package labeler
 import (
 	"net/http"
 
-	"strings"
-
-	vm "github.com/VictoriaMetrics/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/habring/habring/contract"
 )
 
-// metrics are the labeler's Prometheus metrics, in VictoriaMetrics/metrics: the
-// Prometheus client registers its collectors and descriptors at start, MiB that every ring
-// pod would pay for five metrics.
+// metrics are the labeler's Prometheus metrics, on the Prometheus client as the webhook's
+// are, in a registry of their own (no Go or process collectors).
 type metrics struct {
-	set         *vm.Set
-	censusFails *vm.Counter
+	reg         *prometheus.Registry
+	censusFails prometheus.Counter
 	// stripped counts leader labels this labeler took off other pods while it held the
 	// Lease (their labelers dead or cut off): each is a failover the fence did not wait for.
-	stripped *vm.Counter
+	stripped     prometheus.Counter
+	requestFails *prometheus.CounterVec
+	labelWrites  *prometheus.CounterVec
+	role         *prometheus.GaugeVec
+	members      *prometheus.GaugeVec
+	quorumMargin *prometheus.GaugeVec
 }
 
-func init() { vm.ExposeMetadata(true) } // # TYPE lines, as Prometheus clients write them
-
 func newMetrics() *metrics {
-	m := &metrics{set: vm.NewSet()}
-	m.censusFails = m.set.NewCounter("habring_labeler_census_failures_total")
-	m.stripped = m.set.NewCounter("habring_labeler_stale_leader_labels_removed_total")
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		censusFails: prometheus.NewCounter(prometheus.CounterOpts{Name: "habring_labeler_census_failures_total",
+			Help: "Census reads from the Supervisor's gateway that failed."}),
+		stripped: prometheus.NewCounter(prometheus.CounterOpts{Name: "habring_labeler_stale_leader_labels_removed_total",
+			Help: "Leader labels taken off other pods of the group while holding its Lease."}),
+		requestFails: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "habring_labeler_request_failures_total",
+			Help: "API requests of the labeler that failed, by kind (label, status, leader-list, lease-get, lease-create, lease-update, endpointslices)."}, []string{"request"}),
+		labelWrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "habring_labeler_label_writes_total",
+			Help: "habitat.sh/role label writes on the labeler's own pod, by the role written."}, []string{"role"}),
+		role: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "habring_labeler_role",
+			Help: "1 for the role last written on the labeler's own pod, 0 for the others."}, []string{"role"}),
+		members: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "habring_labeler_members",
+			Help: "The service group's members by health, as the pod's Supervisor sees them."}, []string{"group", "health"}),
+		quorumMargin: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "habring_labeler_quorum_margin",
+			Help: "How many more alive members the service group can lose and still elect; below 0 it elects no leader."}, []string{"group"}),
+	}
+	m.reg.MustRegister(m.censusFails, m.stripped, m.requestFails, m.labelWrites, m.role, m.members, m.quorumMargin)
 	return m
 }
 
-// labelValue makes a census group name safe as a label value: a name the metrics library
-// refuses would stop the labeler.
-func labelValue(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '_' || r == '.' || r == '-' || r == '@' || r == ':' || r == '/' ||
-			(r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
-			return r
-		}
-		return '_'
-	}, s)
-}
-
 func (m *metrics) quorum(group string, q Quorum) {
-	group = labelValue(group)
 	for health, n := range map[string]int{"alive": q.Alive, "suspect": q.Suspect, "confirmed": q.Confirmed, "departed": q.Departed} {
-		m.set.GetOrCreateGauge(`habring_labeler_members{group="`+group+`",health="`+health+`"}`, nil).Set(float64(n))
+		m.members.WithLabelValues(group, health).Set(float64(n))
 	}
-	m.set.GetOrCreateGauge(`habring_labeler_quorum_margin{group="`+group+`"}`, nil).Set(float64(q.Margin()))
+	m.quorumMargin.WithLabelValues(group).Set(float64(q.Margin()))
 }
 
 // requestFailed counts a failed API request of the labeler's, by kind (api.go).
-func (m *metrics) requestFailed(request string) {
-	m.set.GetOrCreateCounter(`habring_labeler_request_failures_total{request="` + labelValue(request) + `"}`).Inc()
-}
+func (m *metrics) requestFailed(request string) { m.requestFails.WithLabelValues(request).Inc() }
 
 func (m *metrics) wrote(role string) {
-	m.set.GetOrCreateCounter(`habring_labeler_label_writes_total{role="` + labelValue(role) + `"}`).Inc()
+	m.labelWrites.WithLabelValues(role).Inc()
 	for _, r := range []string{contract.RoleLeader, contract.RoleFollower, contract.RoleNone} {
 		v := 0.0
 		if r == role {
 			v = 1
 		}
-		m.set.GetOrCreateGauge(`habring_labeler_role{role="`+r+`"}`, nil).Set(v)
+		m.role.WithLabelValues(r).Set(v)
 	}
 }
 
@@ -84,9 +85,6 @@ func (l *Labeler) Handler() http.Handler {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		l.metrics.set.WritePrometheus(w)
-	})
+	mux.Handle("/metrics", promhttp.HandlerFor(l.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
 }

@@ -31,7 +31,7 @@ func labelerContainer(opts Options) corev1.Container {
 			FailureThreshold: 60,
 		},
 		Resources: corev1.ResourceRequirements{
-			// habring-labeler on client-go measures 25-26 MiB resident in a ring pod, 5.7-5.9
+			// habring-labeler on client-go measures 26-27 MiB resident in a ring pod, 5.8-6.0
 			// MiB of it its own (anonymous) and the rest the binary's pages, which every
 			// labeler of a node shares and the first one's cgroup is charged for: the
 			// request covers its own, the limit the first one's whole

@@ -2,8 +2,8 @@
 // its pod's habitat.sh/role label equal to its Supervisor's election role (fenced by a
 // Lease), keeps the peer watch file and the ring-joined condition. It is a binary of its
 // own, beside habring in the image, because every ring pod runs one: it links client-go's
-// typed clients, leader election and reflector, but not the webhook, the check or the
-// Prometheus client. docs/performance.md has its memory.
+// typed clients, leader election and reflector and the Prometheus client, but not the
+// webhook, render or the check. docs/performance.md has its memory.
 package main
 
 import (
