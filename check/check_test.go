@@ -98,6 +98,7 @@ func installed(t *testing.T, ca *pki.CA, addr string) *world {
 		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "habring-labeler"}, Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "patch"}},
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 		}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{contract.LabelInject: "enabled"}}},
 		&appsv1.StatefulSet{
@@ -243,9 +244,11 @@ func TestBrokenInstalls(t *testing.T) {
 						LastTimestamp: metav1.NewTime(now.Add(-ago)), Count: count}
 				}
 				w.objs = append(w.objs, denial("redis-1", labeler.EventDenied, 2*time.Minute, 7),
-					denial("redis-2", labeler.EventDenied, time.Hour, 1),    // long past
-					denial("redis-0", labeler.EventWaiting, time.Minute, 1), // not a denial
-					denial("redis-9", labeler.EventDenied, time.Minute, 1))  // a pod that is gone
+					denial("redis-2", labeler.EventDenied, time.Hour, 1),     // long past
+					denial("redis-0", labeler.EventWaiting, time.Minute, 1),  // not a denial
+					denial("redis-9", labeler.EventDenied, time.Minute, 1),   // a pod that is gone
+					denial("redis-0", labeler.EventDenied, 3*time.Minute, 2), // fixed since:
+					denial("redis-0", labeler.EventAllowed, time.Minute, 1))
 				return ca
 			},
 			valid: 90 * 24 * time.Hour,

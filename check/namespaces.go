@@ -177,15 +177,15 @@ func (c *Checker) checkRoleBinding(ctx context.Context, r *Report, inst *install
 }
 
 // deniedWithin is how recent a labeler's HabringDenied Event must be to fail the check: the
-// labeler records one at every denied request, and client-go's recorder lets a repeat
-// through at least every five minutes.
+// labeler records one when a denial changes and again every four minutes while it goes
+// on, and HabringAllowed when its requests succeed again.
 const deniedWithin = 10 * time.Minute
 
 // checkLabelerDenials fails for every pod of ns whose labeler the API server has denied
 // lately, from their HabringDenied Events (one list for the namespace), with the fix the
 // labeler named.
 func (c *Checker) checkLabelerDenials(ctx context.Context, r *Report, ns string, pods []corev1.Pod) {
-	events, err := c.Clients.Kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=" + labeler.EventDenied})
+	events, err := c.Clients.Kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "source=" + labeler.EventComponent})
 	if err != nil {
 		r.Skip("labelers' denials not checked: list events in %s: %v", ns, err)
 		return
@@ -194,11 +194,18 @@ func (c *Checker) checkLabelerDenials(ctx context.Context, r *Report, ns string,
 	for i := range pods {
 		byUID[pods[i].UID] = &pods[i]
 	}
+	allowed := map[types.UID]time.Time{} // a pod's labeler said its requests succeed again
+	for _, e := range events.Items {
+		if e.Reason == labeler.EventAllowed && e.Source.Component == labeler.EventComponent && lastSeen(&e).After(allowed[e.InvolvedObject.UID]) {
+			allowed[e.InvolvedObject.UID] = lastSeen(&e)
+		}
+	}
 	denied := 0
 	for _, e := range events.Items {
 		p, ok := byUID[e.InvolvedObject.UID]
 		last := lastSeen(&e)
-		if e.Reason != labeler.EventDenied || e.Source.Component != labeler.EventComponent || !ok || c.Now().Sub(last) > deniedWithin {
+		if e.Reason != labeler.EventDenied || e.Source.Component != labeler.EventComponent || !ok || c.Now().Sub(last) > deniedWithin ||
+			!allowed[e.InvolvedObject.UID].Before(last) {
 			continue
 		}
 		denied++
@@ -208,7 +215,7 @@ func (c *Checker) checkLabelerDenials(ctx context.Context, r *Report, ns string,
 			c.Now().Sub(last).Round(time.Second), msg)
 	}
 	if denied == 0 {
-		r.Pass("no labeler in %s was denied a request in the last %s", ns, deniedWithin)
+		r.Pass("no HabringDenied Event from a labeler in %s in the last %s", ns, deniedWithin)
 	}
 }
 

@@ -97,7 +97,15 @@ type failures struct {
 	what    string // the log's words for it
 	mu      sync.Mutex
 	last    string // the last failure's message; "" while the requests succeed
+	// deniedEvent is when the last HabringDenied Event was recorded; zero when the
+	// requests succeed.
+	deniedEvent time.Time
 }
+
+// deniedEvery is how often a denial that goes on is recorded again as an Event: often
+// enough for habring check's ten-minute window, rarely enough to leave client-go's
+// per-pod Warning budget (25, then one per five minutes) to the labeler's other Events.
+const deniedEvery = 4 * time.Minute
 
 func (l *Labeler) failures(request, what string) *failures {
 	return &failures{l: l, request: request, what: what}
@@ -112,14 +120,18 @@ func (f *failures) observe(err error, hint string) {
 			f.l.log.Info(f.what+" succeeds again", "request", f.request)
 			f.last = ""
 		}
+		if !f.deniedEvent.IsZero() { // habring check stops counting the denial
+			f.l.event(corev1.EventTypeNormal, EventAllowed, "%s allowed again", f.what)
+			f.deniedEvent = time.Time{}
+		}
 		return
 	}
 	f.l.metrics.requestFailed(f.request)
-	if apierrors.IsForbidden(err) && hint != "" {
-		// Every time, not once per change: client-go's recorder counts the repeats on one
-		// Event and keeps its last time fresh (at least every five minutes once its spam
-		// filter holds back), which is how habring check tells a denial that goes on.
+	if apierrors.IsForbidden(err) && hint != "" && (err.Error() != f.last || time.Since(f.deniedEvent) >= deniedEvery) {
+		// When it changes, and again every deniedEvery while it goes on: how habring check
+		// tells a denial that goes on from one fixed.
 		f.l.event(corev1.EventTypeWarning, EventDenied, "%s denied: %v. Fix: %s", f.what, err, hint)
+		f.deniedEvent = time.Now()
 	}
 	if err.Error() == f.last {
 		f.l.log.Debug(f.what+" failed again", "request", f.request, "err", err)

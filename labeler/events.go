@@ -20,6 +20,7 @@ const (
 	EventQuorumEdge = "HabringQuorumEdge" // the group can lose no more alive member and still elect
 	EventQuorumOK   = "HabringQuorumOK"   // the group has a margin again
 	EventDenied     = "HabringDenied"     // the API server denied one of its requests
+	EventAllowed    = "HabringAllowed"    // requests of a kind that was denied succeed again
 )
 
 // EventComponent is the source of the labeler's Events.
