@@ -317,7 +317,7 @@ func TestExplainPod(t *testing.T) {
 	require.Contains(t, explain("shop", "redis-0"), "✓ injected by habring into ring main, peers 10.0.0.10")
 	out := explain("shop", "redis-3")
 	require.Contains(t, out, "× not injected: the webhook would inject it now (peers 10.0.0.10,10.0.0.11,10.0.0.12, with the default options "+
-		"(--max-peers 5, --cluster-domain cluster.local): no pod of the webhook's Service habring-system/habring could be read): ")
+		"(--max-peers 5, --cluster-domain cluster.local): no running pod of the webhook's Service habring-system/habring): ")
 	require.Contains(t, out, "    kubectl -n shop delete pod redis-3")
 
 	// With the webhook's pod readable, its own options decide: two peers at most.

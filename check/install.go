@@ -387,18 +387,31 @@ func (c *Checker) webhookOptions(ctx context.Context) (patch.Options, string) {
 		return defaults("the webhook's pod is not known (no installation, or one called at a URL)")
 	}
 	svc := inst.hook.ClientConfig.Service
+	ref := svc.Namespace + "/" + svc.Name
 	s, err := c.Clients.Kube.CoreV1().Services(svc.Namespace).Get(ctx, svc.Name, metav1.GetOptions{})
-	if err != nil || len(s.Spec.Selector) == 0 {
-		return defaults("the webhook's Service " + svc.Namespace + "/" + svc.Name + " selects no pod")
+	switch {
+	case err != nil:
+		return defaults(fmt.Sprintf("the webhook's Service %s could not be read: %v", ref, reason(err)))
+	case len(s.Spec.Selector) == 0:
+		return defaults("the webhook's Service " + ref + " selects no pod")
 	}
-	pods, err := c.Clients.Kube.CoreV1().Pods(svc.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set(s.Spec.Selector).String(), Limit: 1})
-	if err != nil || len(pods.Items) == 0 {
-		return defaults("no pod of the webhook's Service " + svc.Namespace + "/" + svc.Name + " could be read")
+	pods, err := c.Clients.Kube.CoreV1().Pods(svc.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set(s.Spec.Selector).String()})
+	if err != nil {
+		return defaults(fmt.Sprintf("the pods of the webhook's Service %s could not be listed: %v", ref, reason(err)))
 	}
-	p := &pods.Items[0]
+	// A pod that is not being deleted: in a rollout, the old one's args may be stale.
+	i := slices.IndexFunc(pods.Items, func(p corev1.Pod) bool { return p.DeletionTimestamp == nil })
+	if i < 0 {
+		return defaults("no running pod of the webhook's Service " + ref)
+	}
+	p := &pods.Items[i]
 	for _, ctr := range p.Spec.Containers {
+		// The subcommand is the first word after the program that is not a flag.
 		args := slices.Concat(ctr.Command, ctr.Args)
-		if !slices.Contains(args, "webhook") {
+		if len(ctr.Command) > 0 {
+			args = args[1:]
+		}
+		if sub := slices.IndexFunc(args, func(a string) bool { return !strings.HasPrefix(a, "-") }); sub < 0 || args[sub] != "webhook" {
 			continue
 		}
 		fs := flag.NewFlagSet("webhook", flag.ContinueOnError)

@@ -127,11 +127,11 @@ func (f *failures) observe(err error, hint string) {
 		return
 	}
 	f.l.metrics.requestFailed(f.request)
-	if apierrors.IsForbidden(err) && hint != "" && (err.Error() != f.last || time.Since(f.deniedEvent) >= deniedEvery) {
+	if apierrors.IsForbidden(err) && hint != "" && (err.Error() != f.last || f.l.clock.Since(f.deniedEvent) >= deniedEvery) {
 		// When it changes, and again every deniedEvery while it goes on: how habring check
 		// tells a denial that goes on from one fixed.
 		f.l.event(corev1.EventTypeWarning, EventDenied, "%s denied: %v. Fix: %s", f.what, err, hint)
-		f.deniedEvent = time.Now()
+		f.deniedEvent = f.l.clock.Now()
 	}
 	if err.Error() == f.last {
 		f.l.log.Debug(f.what+" failed again", "request", f.request, "err", err)

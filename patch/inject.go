@@ -54,9 +54,6 @@ func NewInjector(opts Options) *Injector {
 	return &Injector{opts: opts, labeler: encode(labelerContainer(opts)), tokenVolume: encode(labelerTokenVolume())}
 }
 
-// Options returns the options inj mutates with, defaults filled.
-func (inj *Injector) Options() Options { return inj.opts }
-
 // Result is a finished injection.
 type Result struct {
 	Plan Plan

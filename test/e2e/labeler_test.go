@@ -159,17 +159,11 @@ func runLabelerBinary(t *testing.T, e *environment, binary, ns string, p *corev1
 func TestLabelersMoveTheLeaderService(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
-	ns := namespace(t, e, true)
-	labelerPermissions(t, e, ns)
-	ringService(t, e, ns, "redis", "main")
-	sts := statefulSet(ns, "redis", 3, map[string]string{contract.AnnotationRing: "main", contract.AnnotationTopology: "leader"})
-	sts.Spec.Template.Spec.ServiceAccountName = "habitat"
-	_, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), sts, metav1.CreateOptions{})
-	require.NoError(t, err)
+	ns := labelledRing(t, e, 3)
 	master := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "redis-master", Namespace: ns},
 		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "redis", contract.LabelRole: contract.RoleLeader},
 			Ports: []corev1.ServicePort{{Name: "redis", Port: 6379}}}}
-	_, err = e.client.CoreV1().Services(ns).Create(t.Context(), master, metav1.CreateOptions{})
+	_, err := e.client.CoreV1().Services(ns).Create(t.Context(), master, metav1.CreateOptions{})
 	require.NoError(t, err)
 	pods := readyPods(t, e, ns, "redis", 3, 2*time.Minute)
 
@@ -269,13 +263,7 @@ func TestLabelersMoveTheLeaderService(t *testing.T) {
 func TestLabelersFenceTheLeader(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
-	ns := namespace(t, e, true)
-	labelerPermissions(t, e, ns)
-	ringService(t, e, ns, "redis", "main")
-	sts := statefulSet(ns, "redis", 2, map[string]string{contract.AnnotationRing: "main", contract.AnnotationTopology: "leader"})
-	sts.Spec.Template.Spec.ServiceAccountName = "habitat"
-	_, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), sts, metav1.CreateOptions{})
-	require.NoError(t, err)
+	ns := labelledRing(t, e, 2)
 	pods := readyPods(t, e, ns, "redis", 2, 2*time.Minute)
 
 	other := requireFencedHandover(t, e, ns, pods, [2]string{harness.LabelerBinary(e.binary), harness.LabelerBinary(e.binary)})
@@ -392,6 +380,21 @@ func requireFencedHandover(t *testing.T, e *environment, ns string, pods []corev
 	return other
 }
 
+// labelledRing makes a namespace with the labelers' RBAC and policies and a StatefulSet
+// redis of n pods in ring main, run by the service account habitat (bound to the
+// labeler's role), and returns the namespace.
+func labelledRing(t *testing.T, e *environment, n int32) string {
+	t.Helper()
+	ns := namespace(t, e, true)
+	labelerPermissions(t, e, ns)
+	ringService(t, e, ns, "redis", "main")
+	sts := statefulSet(ns, "redis", n, map[string]string{contract.AnnotationRing: "main", contract.AnnotationTopology: "leader"})
+	sts.Spec.Template.Spec.ServiceAccountName = "habitat"
+	_, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), sts, metav1.CreateOptions{})
+	require.NoError(t, err)
+	return ns
+}
+
 // lastOwnClient is the last revision whose labeler had an API client and elector of its
 // own (labeler/kube), before client-go's: the labelers of the rings that run while
 // habring is upgraded past it.
@@ -408,13 +411,7 @@ func TestOldAndNewLabelersShareTheLease(t *testing.T) {
 	for name, binaries := range map[string][2]string{"old to new": {old, current}, "new to old": {current, old}} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			ns := namespace(t, e, true)
-			labelerPermissions(t, e, ns)
-			ringService(t, e, ns, "redis", "main")
-			sts := statefulSet(ns, "redis", 2, map[string]string{contract.AnnotationRing: "main", contract.AnnotationTopology: "leader"})
-			sts.Spec.Template.Spec.ServiceAccountName = "habitat"
-			_, err := e.client.AppsV1().StatefulSets(ns).Create(t.Context(), sts, metav1.CreateOptions{})
-			require.NoError(t, err)
+			ns := labelledRing(t, e, 2)
 			pods := readyPods(t, e, ns, "redis", 2, 2*time.Minute)
 			t.Logf("%s: %s labelled leader at the end", name, requireFencedHandover(t, e, ns, pods, binaries))
 		})
