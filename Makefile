@@ -111,7 +111,7 @@ verify: ## fail on build output in git, gofmt, go vet, go mod tidy drift and sta
 BENCH_BASE ?= 233c182
 
 .PHONY: bench
-bench: cluster-build ## every Performance figure, before (BENCH_BASE) and after (this tree): go test -bench with benchstat, TLS load beside the echo floor, cluster RSS and ratios (~15 min)
+bench: cluster-build ## every Performance figure, before (BENCH_BASE) and after (this tree): go test -bench with benchstat, TLS load beside the echo floor, cluster RSS, API load at rest and ratios (~20 min)
 	test/bench/compare.sh $(BENCH_BASE)
 
 # Minimizing each new input runs the target many times more; on these large, fully

@@ -97,7 +97,7 @@ func installed(t *testing.T, ca *pki.CA, addr string) *world {
 		},
 		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "habring-labeler"}, Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "patch"}},
-			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "list", "watch", "create", "update"}},
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 		}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{contract.LabelInject: "enabled"}}},
@@ -371,4 +371,20 @@ func TestRingCensus(t *testing.T) {
 	require.Equal(t, []string{"ring main, group redis.default: 1 dead members still count against its quorum (margin 0; 3 alive) until they depart or for 72 hours"}, failures(r))
 	require.Contains(t, out, "    hab sup depart deadbeef\n")
 	require.Contains(t, out, "✓ ring main, group redis.default: one pod labelled leader, redis-0\n")
+}
+
+// A labeler ClusterRole of a release before the Lease watch still labels, and check says
+// what it costs.
+func TestLabelerRoleWithoutLeaseWatch(t *testing.T) {
+	ca, err := pki.NewCA("habring-ca", 24*time.Hour*365)
+	require.NoError(t, err)
+	w := installed(t, ca, serve(t, ca, 90*24*time.Hour))
+	for _, o := range w.objs {
+		if role, ok := o.(*rbacv1.ClusterRole); ok {
+			role.Rules[1].Verbs = []string{"get", "create", "update"}
+		}
+	}
+	out, r := run(t, w.checker(t))
+	require.Empty(t, failures(r))
+	require.Contains(t, out, "‼ labeler ClusterRole habring-labeler does not grant list and watch on leases: a new leader's labeler waits out a dead holder's Lease in full")
 }

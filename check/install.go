@@ -330,10 +330,19 @@ func (c *Checker) checkLabelerRBAC(ctx context.Context, r *Report, inst *install
 		r.Fail(reinstall+"\n(Helm: labeler.rbac=true)", "labeler ClusterRole %s: %v", inst.labelerRole, reason(err))
 	case !grants(role.Rules, "", "pods", "patch") || !grants(role.Rules, "coordination.k8s.io", "leases", "update"):
 		r.Fail(reinstall, "labeler ClusterRole %s does not grant patch on pods and update on leases: the labeler cannot label its pod", inst.labelerRole)
-	case !grants(role.Rules, "", "events", "create"):
-		r.Warn(reinstall, "labeler ClusterRole %s does not grant create on events: the labelers' Events (and this check's view of their denials) are missing", inst.labelerRole)
 	default:
-		r.Pass("labeler ClusterRole %s", inst.labelerRole)
+		var warned bool
+		if !grants(role.Rules, "coordination.k8s.io", "leases", "list") || !grants(role.Rules, "coordination.k8s.io", "leases", "watch") {
+			r.Warn(reinstall, "labeler ClusterRole %s does not grant list and watch on leases: a new leader's labeler waits out a dead holder's Lease in full, and each labeler retries its watch and counts it failed", inst.labelerRole)
+			warned = true
+		}
+		if !grants(role.Rules, "", "events", "create") {
+			r.Warn(reinstall, "labeler ClusterRole %s does not grant create on events: the labelers' Events (and this check's view of their denials) are missing", inst.labelerRole)
+			warned = true
+		}
+		if !warned {
+			r.Pass("labeler ClusterRole %s", inst.labelerRole)
+		}
 	}
 	var missing []string
 	var names []string

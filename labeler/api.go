@@ -9,11 +9,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -22,8 +25,8 @@ import (
 // after it.
 const FieldManager = "habring-labeler"
 
-// requestTimeout bounds each request the labeler makes but the EndpointSlice watch (its
-// reflector bounds that): the client has no timeout of its own, which would cut watches.
+// requestTimeout bounds each request the labeler makes but its watches (their reflectors
+// bound those): the client has no timeout of its own, which would cut watches.
 const requestTimeout = 30 * time.Second
 
 // Connect returns the labeler's client: the kubeconfig at path, or with none the
@@ -143,4 +146,53 @@ func (f *failures) observe(err error, hint string) {
 		args = append(args, "fix", hint)
 	}
 	f.l.log.Warn(f.what+" failed; will retry", args...)
+}
+
+// watchTimeout is how long each of the labeler's watches lasts before client-go's
+// reflector opens the next from where the last ended: the API server's own default for a
+// watch that asks none (--min-request-timeout, 30 min, up to twice that), not client-go's
+// 5 to 10 min, sized for controllers spread over API servers. Every ring pod holds two
+// watches, and each new one is a request.
+const watchTimeout = 30 * time.Minute
+
+// listWatch is a typed client's List and Watch (LeaseInterface, EndpointSliceInterface).
+type listWatch[L runtime.Object] interface {
+	List(context.Context, metav1.ListOptions) (L, error)
+	Watch(context.Context, metav1.ListOptions) (watch.Interface, error)
+}
+
+// informer is client-go's reflector and store for the objects of api that selector picks
+// (it sets a label or field selector): a watch that ends is resumed from its
+// resourceVersion, a 410 lists again, a failure backs off. Each list and watch request's
+// failure is counted and logged once (fails); changed runs after each change the store
+// takes. Run the controller to start it.
+func informer[L runtime.Object](l *Labeler, obj runtime.Object, api listWatch[L], selector func(*metav1.ListOptions),
+	fails *failures, changed func()) (cache.Store, cache.Controller) {
+	observe := func(err error) {
+		if !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) { // the reflector lists again
+			fails.observe(err, rbacHint(l.cfg.Namespace))
+		}
+	}
+	// As client-go's generated informers do: a client that cannot stream the initial list
+	// (a fake) is listed the old way.
+	lw := cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			selector(&o)
+			got, err := api.List(ctx, o)
+			observe(err)
+			return got, err
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			selector(&o)
+			w, err := api.Watch(ctx, o)
+			observe(err)
+			return w, err
+		},
+	}, l.kube)
+	return cache.NewInformerWithOptions(cache.InformerOptions{
+		ListerWatcher: lw, ObjectType: obj, MinWatchTimeout: watchTimeout,
+		Handler: cache.ResourceEventHandlerFuncs{
+			AddFunc: func(any) { changed() }, UpdateFunc: func(any, any) { changed() }, DeleteFunc: func(any) { changed() },
+		},
+	})
 }

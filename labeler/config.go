@@ -27,7 +27,8 @@ type Config struct {
 	// after that the label becomes "none", so a dead leader never stays "leader".
 	StaleAfter time.Duration
 	// LeaseDuration is how long the leader Lease of the ring's service group lasts without
-	// renewal (default 15s): the longest the label can take to move after a leader's
+	// renewal (default 20s; renewed every 2/5 of it, lost after half of it without a
+	// renewal: leaseTimes): the longest the label can take to move after a leader's
 	// labeler dies, and never two pods labelled leader meanwhile.
 	LeaseDuration time.Duration
 	// ServiceGroup is the census group to publish (e.g. redis.default); empty means the
@@ -53,7 +54,7 @@ func Defaults() Config {
 		Gateway:       fmt.Sprintf("http://127.0.0.1:%d", contract.GatewayPort),
 		Interval:      time.Second,
 		StaleAfter:    30 * time.Second,
-		LeaseDuration: 15 * time.Second,
+		LeaseDuration: 20 * time.Second,
 		MaxPeers:      contract.DefaultMaxPeers,
 		HealthListen:  fmt.Sprintf(":%d", contract.LabelerHealthPort),
 	}
@@ -104,7 +105,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Gateway, "gateway", c.Gateway, "the Supervisor's HTTP gateway; HAB_SUP_GATEWAY_AUTH_TOKEN is sent as a Bearer token when set")
 	fs.DurationVar(&c.Interval, "interval", c.Interval, "time between /census reads (jittered; backs off while the gateway fails)")
 	fs.DurationVar(&c.StaleAfter, "stale-after", c.StaleAfter, "how long the last label is kept while /census fails before it becomes none")
-	fs.DurationVar(&c.LeaseDuration, "lease-duration", c.LeaseDuration, "the leader Lease of the ring's service group (habring-<ring>-<group>): the label leader is only written while it is held")
+	fs.DurationVar(&c.LeaseDuration, "lease-duration", c.LeaseDuration, "the leader Lease of the ring's service group (habring-<ring>-<group>), renewed every 2/5 of it: the label leader is only written while it is held")
 	fs.StringVar(&c.ServiceGroup, "service-group", c.ServiceGroup, "census group to publish, e.g. redis.default; empty: the one group the local member is in")
 	fs.StringVar(&c.PodName, "pod-name", os.Getenv("HABRING_POD_NAME"), "this pod's name (default $HABRING_POD_NAME)")
 	fs.StringVar(&c.Namespace, "namespace", os.Getenv("HABRING_POD_NAMESPACE"), "this pod's namespace (default $HABRING_POD_NAMESPACE)")

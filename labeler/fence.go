@@ -9,6 +9,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/contract"
 )
@@ -27,6 +29,9 @@ type fence struct {
 	done    chan struct{}
 	holding atomic.Bool
 	wake    chan struct{} // the census loop looks again at once when the Lease is won or lost
+	// watch follows the group's Lease from the first census that names the group, in
+	// every labeler: what a contender knows of it before it contends (leaseWatch).
+	watch *leaseWatch
 }
 
 // acquireWait is how long a labeler that has just started contending waits for the Lease
@@ -42,11 +47,45 @@ func LeaseName(ring, group string) string {
 	return strings.ToLower("habring-" + ring + "-" + group)
 }
 
-// held reports whether this labeler holds the Lease for group now.
+// held reports whether this labeler holds the Lease for group now: its elector leads, and
+// the watch, when it has its first list, does not show another holder. client-go's
+// elector counts its term from its last renewal's reply and steps down only at its renew
+// deadline, even once another has taken the Lease; the watch tells sooner.
 func (f *fence) held(group string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.name == LeaseName(f.l.cfg.Ring, group) && f.holding.Load()
+	if f.name != LeaseName(f.l.cfg.Ring, group) || !f.holding.Load() {
+		return false
+	}
+	if f.watch == nil || f.watch.name != f.name {
+		return true
+	}
+	lease, _, ok := f.watch.seen()
+	return !ok || (lease != nil && ptr.Deref(lease.Spec.HolderIdentity, "") == f.l.cfg.PodName)
+}
+
+// follow watches group's Lease, and no other. Only the census loop calls it.
+func (f *fence) follow(ctx context.Context, group string) {
+	name := LeaseName(f.l.cfg.Ring, group)
+	if f.watch != nil && f.watch.name == name {
+		return
+	}
+	f.unfollow()
+	w := f.l.watchLease(ctx, name, f.poke) // a change of holder may change held
+	f.mu.Lock()
+	f.watch = w
+	f.mu.Unlock()
+}
+
+// unfollow stops the watch, if one runs.
+func (f *fence) unfollow() {
+	f.mu.Lock()
+	w := f.watch
+	f.watch = nil
+	f.mu.Unlock()
+	if w != nil {
+		w.close()
+	}
 }
 
 // contend makes sure an elector runs for group's Lease (and for no other group).
@@ -64,7 +103,7 @@ func (f *fence) contend(ctx context.Context, group string) {
 	won := make(chan struct{})
 	var wonOnce sync.Once
 	done := make(chan struct{})
-	run, err := f.l.elector(name, f.l.cfg.LeaseDuration,
+	e, err := f.l.elector(name, f.l.cfg.LeaseDuration,
 		// client-go calls this in a goroutine of its own, which may run late: only while
 		// its round leads (lctx) and this elector is still the fence's does it count.
 		func(lctx context.Context) {
@@ -97,14 +136,76 @@ func (f *fence) contend(ctx context.Context, group string) {
 	f.mu.Lock()
 	f.name, f.cancel, f.done = name, cancel, done
 	f.mu.Unlock()
+	f.mu.Lock()
+	w := f.watch
+	f.mu.Unlock()
 	go func() {
 		defer close(done)
-		run(ectx)
+		var hurrying sync.WaitGroup
+		if w != nil && w.name == name {
+			hurrying.Go(func() { f.hurry(ectx, e, w) })
+		}
+		e.run(ectx)
+		hurrying.Wait() // nothing of this round writes the Lease after release
 	}()
 	select { // a moment to win it, so a restarted leader's label does not blink
 	case <-won:
 	case <-time.After(acquireWait):
 	case <-ctx.Done():
+	}
+}
+
+// hurry has the contending elector e take the Lease as soon as client-go's rule lets
+// anyone, not at its next retry (a period and up to 1.2 more, jittered): at once when the
+// watch sees it given up or gone (kick), and when the watch has seen it unchanged for its
+// term, which it may have been since long before this labeler began contending
+// (takeOver). The holder's term is the longer of this labeler's and the one its Lease
+// states, so a holder of another release with a longer one is waited out in full.
+func (f *fence) hurry(ctx context.Context, e *elector, w *leaseWatch) {
+	_, retry := leaseTimes(f.l.cfg.LeaseDuration)
+	for first := true; ; first = false {
+		wait := time.Duration(-1) // until the Lease changes
+		lease, since, ok := w.seen()
+		holder := ""
+		if lease != nil {
+			holder = ptr.Deref(lease.Spec.HolderIdentity, "")
+		}
+		switch {
+		case !ok || f.holding.Load() || holder == f.l.cfg.PodName:
+			// No list yet; held; or this pod's from before, renewed at the elector's first try.
+		case holder == "":
+			if !first { // the elector's first try is at once anyway
+				e.kick() // given up, or none yet: taken or created now
+			}
+		default:
+			term := max(f.l.cfg.LeaseDuration, time.Duration(ptr.Deref(lease.Spec.LeaseDurationSeconds, 0))*time.Second)
+			still := f.l.clock.Since(since)
+			switch {
+			case still < term:
+				wait = term - still
+			case f.l.takeOver(ctx, w.name, lease.ResourceVersion, still):
+				e.kick()
+			default:
+				wait = retry // not taken: look again in a period, unless it changes first
+			}
+		}
+		var timer clock.Timer
+		var fired <-chan time.Time
+		if wait >= 0 {
+			timer = f.l.clock.NewTimer(wait)
+			fired = timer.C()
+		}
+		select {
+		case <-ctx.Done():
+		case <-w.changed:
+		case <-fired:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
 	}
 }
 
@@ -121,7 +222,8 @@ func (f *fence) release() {
 	cancel()
 	<-done
 	f.holding.Store(false)
-	f.l.releaseLease(context.Background(), name, f.l.cfg.LeaseDuration*2/3)
+	renewDeadline, _ := leaseTimes(f.l.cfg.LeaseDuration)
+	f.l.releaseLease(context.Background(), name, renewDeadline)
 }
 
 func (f *fence) poke() {

@@ -38,7 +38,7 @@ type Labeler struct {
 	metrics *metrics
 	fence   *fence
 	// Failed requests, counted, and logged once per change (api.go).
-	labelFails, statusFails, leaderListFails *failures
+	labelFails, statusFails, leaderListFails, takeOverFails *failures
 	// recorder records Events on self, the labeler's pod (events.go); nil when it could
 	// not read its pod.
 	recorder record.EventRecorder
@@ -58,6 +58,7 @@ func New(cfg Config, client Client, clk clock.Clock, log *slog.Logger) *Labeler 
 	l.labelFails = l.failures("label", "role label update")
 	l.statusFails = l.failures("status", "ring-joined condition update")
 	l.leaderListFails = l.failures("leader-list", "list of the pods labelled leader")
+	l.takeOverFails = l.failures("lease-takeover", "takeover of a leader Lease run out")
 	l.fence = newFence(l)
 	return l
 }

@@ -42,11 +42,11 @@ type round struct{ started, stopped atomic.Int32 }
 
 func (r *round) run(t *testing.T, l *Labeler, d time.Duration) (stop func()) {
 	t.Helper()
-	run, err := l.elector(testLease, d, func(context.Context) { r.started.Add(1) }, func() { r.stopped.Add(1) })
+	e, err := l.elector(testLease, d, func(context.Context) { r.started.Add(1) }, func() { r.stopped.Add(1) })
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
-	go func() { defer close(done); run(ctx) }()
+	go func() { defer close(done); e.run(ctx) }()
 	return func() { cancel(); <-done }
 }
 
@@ -160,4 +160,94 @@ func TestElectorSaysWhyItIsDenied(t *testing.T) {
 func errForbidden(resource string) error {
 	return apierrors.NewForbidden(schema.GroupResource{Group: "coordination.k8s.io", Resource: resource}, testLease,
 		errors.New(`User "system:serviceaccount:shop:habitat" cannot create resource "leases"`))
+}
+
+// fencedLabeler is a Labeler of pod in ring main whose fence follows the Lease of group
+// redis.default (testLease), its clock fake: the tests move it.
+func fencedLabeler(t *testing.T, c *fake.Clientset, pod string, logs *syncBuffer) (*Labeler, *testingclock.FakeClock) {
+	t.Helper()
+	l := electorLabeler(t, c, pod, logs)
+	l.cfg.Ring = "main"
+	l.fence.follow(t.Context(), "redis.default")
+	t.Cleanup(func() { l.fence.release(); l.fence.unfollow() })
+	w := l.fence.watch
+	require.Eventually(t, func() bool { _, _, ok := w.seen(); return ok }, 5*time.Second, 10*time.Millisecond, "the watch lists")
+	return l, l.clock.(*testingclock.FakeClock)
+}
+
+func heldLease(holder string, term int32) *coordinationv1.Lease {
+	now := metav1.NewMicroTime(time.Now())
+	return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: testLease, Namespace: "shop"},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(holder), LeaseDurationSeconds: ptr.To(term),
+			AcquireTime: &now, RenewTime: &now, LeaseTransitions: ptr.To[int32](3)}}
+}
+
+// A labeler whose Supervisor is elected while its group's Lease has not changed for a
+// term (its holder cut off or dead since) takes it at once: its watch has seen it still
+// since long before it began contending. client-go's elector alone would wait a whole
+// term from its first read (20 s here, by the real clock; the watch's clock is moved).
+func TestContenderTakesOverALeaseStillForItsTerm(t *testing.T) {
+	t.Parallel()
+	c := fake.NewClientset(heldLease("redis-0", 20))
+	var logs syncBuffer
+	l, clk := fencedLabeler(t, c, "redis-1", &logs)
+	clk.Step(19 * time.Second)
+	l.fence.contend(t.Context(), "redis.default")
+	require.False(t, l.fence.held("redis.default"), "still for less than its term: not taken")
+	require.Eventually(t, clk.HasWaiters, 5*time.Second, time.Millisecond, "waits for the term's end")
+	clk.Step(2 * time.Second)
+	require.Eventually(t, func() bool { return l.fence.held("redis.default") }, 2*time.Second, 10*time.Millisecond, "taken at the term's end")
+	spec := lease(t, c)
+	require.Equal(t, "redis-1", ptr.Deref(spec.HolderIdentity, ""))
+	require.Equal(t, int32(4), ptr.Deref(spec.LeaseTransitions, 0), "one transition more")
+	require.Equal(t, int32(20), ptr.Deref(spec.LeaseDurationSeconds, 0))
+	require.Contains(t, logs.String(), `msg="took the leader Lease over: its holder had not renewed it for its term"`)
+}
+
+// A holder's term is the longer of the contender's and the one its Lease states.
+func TestContenderWaitsOutALongerStatedTerm(t *testing.T) {
+	t.Parallel()
+	c := fake.NewClientset(heldLease("redis-0", 60))
+	var logs syncBuffer
+	l, clk := fencedLabeler(t, c, "redis-1", &logs)
+	clk.Step(30 * time.Second)
+	l.fence.contend(t.Context(), "redis.default")
+	require.False(t, l.fence.held("redis.default"))
+	require.Eventually(t, clk.HasWaiters, 5*time.Second, time.Millisecond, "waits for the term's end")
+	clk.Step(31 * time.Second)
+	require.Eventually(t, func() bool { return l.fence.held("redis.default") }, 2*time.Second, 10*time.Millisecond)
+}
+
+// A Lease written since the watch saw it (a watch fallen behind) is not taken over: the
+// takeover reads it fresh first.
+func TestTakeOverLeavesALeaseWrittenSince(t *testing.T) {
+	t.Parallel()
+	seenLease := heldLease("redis-0", 20)
+	seenLease.ResourceVersion = "1"
+	c := fake.NewClientset(seenLease)
+	var logs syncBuffer
+	l := electorLabeler(t, c, "redis-1", &logs)
+	cur, err := c.CoordinationV1().Leases("shop").Get(t.Context(), testLease, metav1.GetOptions{})
+	require.NoError(t, err)
+	seen := cur.ResourceVersion
+	cur.ResourceVersion = "2" // the fake tracker keeps what it is given
+	_, err = c.CoordinationV1().Leases("shop").Update(t.Context(), cur, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.False(t, l.takeOver(t.Context(), testLease, seen, time.Minute))
+	require.Equal(t, "redis-0", ptr.Deref(lease(t, c).HolderIdentity, ""))
+}
+
+// A contender learns from its watch that the Lease was given up and takes it at once, not
+// at its elector's next retry (8 s and more at the default term).
+func TestContenderTakesAGivenUpLeaseAtOnce(t *testing.T) {
+	t.Parallel()
+	c := fake.NewClientset(heldLease("redis-0", 20))
+	var logs syncBuffer
+	l, _ := fencedLabeler(t, c, "redis-1", &logs)
+	l.fence.contend(t.Context(), "redis.default")
+	require.False(t, l.fence.held("redis.default"))
+	time.Sleep(200 * time.Millisecond) // the elector has tried, and waits for its next retry
+	holder := electorLabeler(t, c, "redis-0", &logs)
+	holder.releaseLease(t.Context(), testLease, time.Second)
+	require.Eventually(t, func() bool { return l.fence.held("redis.default") }, 2*time.Second, 10*time.Millisecond)
 }

@@ -8,10 +8,7 @@ import (
 	"sync"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/habring/habring/contract"
@@ -21,60 +18,32 @@ import (
 // watch file whenever the live members change. The Supervisor reads the file only while
 // it knows no other member, so this is what heals a member restarted alone.
 //
-// The slices come from client-go's reflector (list, then watch from the list's
-// resourceVersion with bookmarks; a watch that ends is resumed, a 410 lists again, a
-// failure backs off), in an informer's store: the file is written once the first list is
-// in, even an empty one (the labeler is ready only then), and after every change.
+// The slices come from client-go's reflector (informer): the file is written once the
+// first list is in, even an empty one (the labeler is ready only then), and after every
+// change.
 func (l *Labeler) keepPeerFile(ctx context.Context) {
 	sel := contract.LabelRing + "=" + l.cfg.Ring
 	api := l.kube.DiscoveryV1().EndpointSlices(l.cfg.Namespace)
-	// The reflector retries with its backoff; each list and watch request's outcome is
-	// counted, a failure logged once.
-	fails := l.failures("endpointslices", "list or watch of the ring's EndpointSlices")
-	observe := func(err error) {
-		if !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) { // the reflector lists again
-			fails.observe(err, rbacHint(l.cfg.Namespace))
-		}
-	}
-	// As client-go's generated informers do: a client that cannot stream the initial list
-	// (a fake) is listed the old way.
-	informer := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.LabelSelector = sel
-			list, err := api.List(ctx, o)
-			observe(err)
-			return list, err
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.LabelSelector = sel
-			w, err := api.Watch(ctx, o)
-			observe(err)
-			return w, err
-		},
-	}, l.kube), &discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
 	changed := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	}
-	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { poke() }, UpdateFunc: func(any, any) { poke() }, DeleteFunc: func(any) { poke() },
-	}); err != nil {
-		l.log.Error("watch the ring's EndpointSlices", "err", err)
-		return
-	}
+	store, ctl := informer[*discoveryv1.EndpointSliceList](l, &discoveryv1.EndpointSlice{}, api,
+		func(o *metav1.ListOptions) { o.LabelSelector = sel },
+		l.failures("endpointslices", "list or watch of the ring's EndpointSlices"),
+		func() {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		})
 	var running sync.WaitGroup
 	defer running.Wait() // the informer stops with ctx, before the labeler returns
-	running.Go(func() { informer.RunWithContext(ctx) })
-	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+	running.Go(func() { ctl.RunWithContext(ctx) })
+	if !cache.WaitForCacheSync(ctx.Done(), ctl.HasSynced) {
 		return
 	}
 	var last string
 	for {
 		var ring []discoveryv1.EndpointSlice
-		for _, o := range informer.GetStore().List() {
+		for _, o := range store.List() {
 			s := o.(*discoveryv1.EndpointSlice)
 			// The list and watch are already filtered by the API server; checking again
 			// costs nothing and keeps another ring's members out whatever serves them.

@@ -36,6 +36,7 @@ func (l *Labeler) keepRole(ctx context.Context, own *corev1.Pod) {
 			cancel()
 		}
 		l.fence.release()
+		l.fence.unfollow()
 	}()
 	lastOK := l.clock.Now() // a Supervisor that never answers is stale after StaleAfter too
 	failing := false        // in a streak of failed reads: warn once, not every read
@@ -76,6 +77,9 @@ func (l *Labeler) keepRole(ctx context.Context, own *corev1.Pod) {
 			lastOK = l.clock.Now()
 			retry.Reset()
 			group = g
+			if group != "" {
+				l.fence.follow(ctx, group)
+			}
 			joined.observe(ctx, c)
 			atEdge = l.watchQuorum(c, group, atEdge)
 		}

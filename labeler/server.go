@@ -32,7 +32,7 @@ func newMetrics() *metrics {
 		stripped: prometheus.NewCounter(prometheus.CounterOpts{Name: "habring_labeler_stale_leader_labels_removed_total",
 			Help: "Leader labels taken off other pods of the group while holding its Lease."}),
 		requestFails: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "habring_labeler_request_failures_total",
-			Help: "API requests of the labeler that failed, by kind (label, status, leader-list, lease-get, lease-create, lease-update, endpointslices)."}, []string{"request"}),
+			Help: "API requests of the labeler that failed, by kind (label, status, leader-list, lease-get, lease-create, lease-update, lease-takeover, lease-watch, endpointslices)."}, []string{"request"}),
 		labelWrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "habring_labeler_label_writes_total",
 			Help: "habitat.sh/role label writes on the labeler's own pod, by the role written."}, []string{"role"}),
 		role: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "habring_labeler_role",

@@ -49,5 +49,5 @@ for side in before after; do
   dir=.; [ "$side" = before ] && dir=$wt
   echo "-- $side"
   (cd "$dir" && HABRING_E2E=1 HABRING_BENCH=1 go test -count=1 -v -timeout 30m -run 'TestBench' ./test/e2e 2>&1) > "$out/cluster-$side.txt" || { tail -30 "$out/cluster-$side.txt"; exit 1; }
-  grep -E 'RSS|first label|scale-up' "$out/cluster-$side.txt" | sed -E 's/^ +[a-z_]+\.go:[0-9]+: /  /'
+  grep -E 'RSS|first label|scale-up|requests per ring' "$out/cluster-$side.txt" | sed -E 's/^ +[a-z_]+\.go:[0-9]+: /  /'
 done
