@@ -30,8 +30,16 @@ docker-image: ## the same content with docker build, tagged $(IMAGE) (needs dock
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "docker-image needs a running docker; make image builds the same image without one"; exit 1; }
 	docker build --build-arg VERSION=$$(git describe --tags --always --dirty) --build-arg REVISION=$$(git rev-parse HEAD) -t $(IMAGE) .
 
+# The chart's alerting rules are checked and tested with Prometheus's promtool (Debian's).
+.PHONY: promtool
+promtool:
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then echo "installing promtool (Debian's prometheus) for the chart's alerting rules"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	  else echo "the chart's alert tests need promtool: apt-get install --no-install-recommends prometheus"; exit 1; fi; }
+
 .PHONY: unit
-unit: ## unit, golden and fuzz-seed tests (fast, no cluster), and the Helm chart's render and lint tests
+unit: promtool ## unit, golden and fuzz-seed tests (fast, no cluster), and the Helm chart's render and lint tests
 	$(GO) test -race -count=1 ./...
 	cd test/helm && $(GO) test -count=1 ./...
 
@@ -40,7 +48,7 @@ cluster-build: ## build the local control plane (first time ~15-25 min on 2 core
 	$(GO) run ./test/cluster/cmd/localcluster -build-only
 
 .PHONY: e2e
-e2e: cluster-build ## end-to-end tests on a real kube-apiserver, controller-manager, scheduler and etcd; then the Helm chart installed on one
+e2e: cluster-build promtool ## end-to-end tests on a real kube-apiserver, controller-manager, scheduler and etcd; then the Helm chart installed on one
 	HABRING_E2E=1 $(GO) test -count=1 -v -timeout 60m ./test/e2e
 	cd test/helm && HABRING_E2E=1 $(GO) test -count=1 -v -timeout 20m -run TestInstall ./...
 

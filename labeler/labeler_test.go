@@ -483,7 +483,25 @@ func TestLeaderTakesAStaleLeaderLabelOff(t *testing.T) {
 	}
 	assert.Len(t, seen(), len(writes)+lists, "a labelled leader writes and lists nothing while the census stays the same")
 	assert.Contains(t, scrape(t, l), "habring_labeler_stale_leader_labels_removed_total 1")
+	assert.Contains(t, scrape(t, l), `habring_labeler_leader{group="redis.default"} 1`)
+	assert.Contains(t, scrape(t, l), `habring_labeler_waiting{group="redis.default"} 0`)
 	stop()
+}
+
+// A labeler whose Supervisor leads while another pod holds the group's Lease says it
+// waits, in its metrics (the chart's HabringLabelerFenced alert).
+func TestWaitingOnTheLeaseIsExported(t *testing.T) {
+	t.Parallel()
+	now := metav1.NewMicroTime(time.Now())
+	client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "redis-1", Namespace: "shop"}},
+		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: LeaseName("main", "redis.default"), Namespace: "shop"},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("redis-0"), LeaseDurationSeconds: ptr.To[int32](20), AcquireTime: &now, RenewTime: &now}})
+	l, _, _, stop := runLabeler(t, "census_leader.json", client, "redis-1", nil, func(c *Config) { c.Ring = "main" })
+	defer stop()
+	require.Eventually(t, func() bool {
+		return strings.Contains(scrape(t, l), `habring_labeler_waiting{group="redis.default"} 1`)
+	}, 5*time.Second, 10*time.Millisecond)
+	require.Contains(t, scrape(t, l), `habring_labeler_leader{group="redis.default"} 0`)
 }
 
 // Quorum visibility: members by health and the margin, from the upstream census examples.
@@ -525,6 +543,7 @@ func TestQuorumMetricsAndEdgeLog(t *testing.T) {
 	tick(t, clk, sup, 2*cfg.Interval)
 	require.Contains(t, scrape(), `habring_labeler_members{group="redis.default",health="alive"} 3`)
 	require.Contains(t, scrape(), `habring_labeler_quorum_margin{group="redis.default"} 1`)
+	require.Contains(t, scrape(), `habring_labeler_leader{group="redis.default"} 0`)
 	sup.set(t, "census_no_quorum.json")
 	for range 3 {
 		tick(t, clk, sup, 2*cfg.Interval)
@@ -658,4 +677,18 @@ func TestEventsOnOwnPod(t *testing.T) {
 		clk.Step(time.Second)
 		return slices.Contains(events(), "Normal HabringFollower: labelled follower of service group redis.default")
 	}, 10*time.Second, 10*time.Millisecond, "%v", events())
+}
+
+// A standalone group elects nothing: its members are exported, its quorum margin is not
+// (it would only raise the chart's quorum alerts).
+func TestStandaloneGroupHasNoQuorumMargin(t *testing.T) {
+	t.Parallel()
+	client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "nginx-0", Namespace: "shop"}})
+	l, _, _, stop := runLabeler(t, "census_standalone.json", client, "nginx-0", nil, nil)
+	defer stop()
+	require.Eventually(t, func() bool {
+		return strings.Contains(scrape(t, l), `habring_labeler_members{group="nginx.default",health="alive"}`)
+	},
+		5*time.Second, 10*time.Millisecond)
+	require.NotContains(t, scrape(t, l), "habring_labeler_quorum_margin{")
 }

@@ -103,6 +103,9 @@ func (l *Labeler) keepRole(ctx context.Context, own *corev1.Pod) {
 		if current != contract.RoleLeader && role != contract.RoleLeader {
 			l.fence.release() // the label is off: the Lease may go
 		}
+		if group != "" {
+			l.metrics.group(group, current == contract.RoleLeader, role == contract.RoleLeader && current != contract.RoleLeader)
+		}
 		next := wait.Jitter(l.cfg.Interval, 0.2)
 		if err != nil {
 			next = retry.NextBackOff()
@@ -131,9 +134,10 @@ func (l *Labeler) watchQuorum(c *Census, group string, atEdge bool) bool {
 		return atEdge
 	}
 	q := QuorumOf(g)
-	l.metrics.quorum(group, q)
 	// Only an election needs a quorum: a standalone group's margin is not a warning.
-	edge := q.Margin() <= 0 && g.ElectionStatus != ElectionNone
+	elections := g.ElectionStatus != ElectionNone
+	l.metrics.quorum(group, q, elections)
+	edge := q.Margin() <= 0 && elections
 	switch {
 	case edge && !atEdge:
 		l.log.Warn("the service group's quorum is at its edge: losing one more alive member stops elections; depart the dead members",

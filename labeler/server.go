@@ -22,6 +22,11 @@ type metrics struct {
 	role         *prometheus.GaugeVec
 	members      *prometheus.GaugeVec
 	quorumMargin *prometheus.GaugeVec
+	// leader and waiting are by service group, for alerts on a group (the chart's
+	// PrometheusRule): a group none of whose pods is labelled leader, a pod whose label
+	// the fence holds back.
+	leader  *prometheus.GaugeVec
+	waiting *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -40,17 +45,38 @@ func newMetrics() *metrics {
 		members: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "habring_labeler_members",
 			Help: "The service group's members by health, as the pod's Supervisor sees them."}, []string{"group", "health"}),
 		quorumMargin: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "habring_labeler_quorum_margin",
-			Help: "How many more alive members the service group can lose and still elect; below 0 it elects no leader."}, []string{"group"}),
+			Help: "How many more alive members the service group can lose and still elect; below 0 it elects no leader. Groups with elections only (not standalone)."}, []string{"group"}),
+		leader: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "habring_labeler_leader",
+			Help: "1 while the labeler's own pod is labelled leader of the service group, 0 otherwise."}, []string{"group"}),
+		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "habring_labeler_waiting",
+			Help: "1 while the pod's Supervisor leads the service group but the fence holds its leader label back (another pod holds the Lease, or its label), 0 otherwise."}, []string{"group"}),
 	}
-	m.reg.MustRegister(m.censusFails, m.stripped, m.requestFails, m.labelWrites, m.role, m.members, m.quorumMargin)
+	m.reg.MustRegister(m.censusFails, m.stripped, m.requestFails, m.labelWrites, m.role, m.members, m.quorumMargin, m.leader, m.waiting)
 	return m
 }
 
-func (m *metrics) quorum(group string, q Quorum) {
+// quorum exports a group's members by health, and its margin when it has elections: a
+// standalone group elects nothing, and its margin would only raise alerts.
+func (m *metrics) quorum(group string, q Quorum, elections bool) {
 	for health, n := range map[string]int{"alive": q.Alive, "suspect": q.Suspect, "confirmed": q.Confirmed, "departed": q.Departed} {
 		m.members.WithLabelValues(group, health).Set(float64(n))
 	}
-	m.quorumMargin.WithLabelValues(group).Set(float64(q.Margin()))
+	if elections {
+		m.quorumMargin.WithLabelValues(group).Set(float64(q.Margin()))
+	}
+}
+
+// group exports whether the pod is labelled leader of group, and whether the fence holds
+// its label back.
+func (m *metrics) group(group string, leader, waiting bool) {
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	m.leader.WithLabelValues(group).Set(b(leader))
+	m.waiting.WithLabelValues(group).Set(b(waiting))
 }
 
 // requestFailed counts a failed API request of the labeler's, by kind (api.go).

@@ -128,8 +128,9 @@ func runLabeler(t *testing.T, e *environment, ns string, p *corev1.Pod, file str
 	return runLabelerBinary(t, e, harness.LabelerBinary(e.binary), ns, p, file)
 }
 
-// runLabelerBinary is runLabeler with the labeler binary at path.
-func runLabelerBinary(t *testing.T, e *environment, binary, ns string, p *corev1.Pod, file string) *census {
+// runLabelerBinary is runLabeler with the labeler binary at path, and flags after the
+// test's own (a flag given twice takes the last).
+func runLabelerBinary(t *testing.T, e *environment, binary, ns string, p *corev1.Pod, file string, flags ...string) *census {
 	t.Helper()
 	c := &census{}
 	c.set(t, file)
@@ -138,6 +139,7 @@ func runLabelerBinary(t *testing.T, e *environment, binary, ns string, p *corev1
 	cmd := exec.Command(binary, "--kubeconfig="+kubeconfigFor(t, e, podToken(t, e, p)),
 		"--gateway="+srv.URL, "--pod-name="+p.Name, "--namespace="+ns, "--ring=main", "--interval=200ms", "--stale-after=2s",
 		"--lease-duration=3s", "--health-listen=127.0.0.1:0", "--log-format=text")
+	cmd.Args = append(cmd.Args, flags...)
 	log, err := os.Create(filepath.Join(e.dir, ns+"-"+p.Name+"-labeler.log"))
 	require.NoError(t, err)
 	cmd.Stdout, cmd.Stderr = log, log

@@ -90,8 +90,11 @@ func StartWebhook(ctx context.Context, dir, binary, kubeconfig string, extraArgs
 }
 
 // Rotate issues a new serving certificate and swaps it in as kubelet updates a Secret volume.
-func (w *Webhook) Rotate() error {
-	crt, key, err := w.CA.Issue([]string{"127.0.0.1"}, time.Now().Add(-time.Minute), servingValidity)
+func (w *Webhook) Rotate() error { return w.RotateValid(servingValidity) }
+
+// RotateValid is Rotate with a certificate valid for validity from now.
+func (w *Webhook) RotateValid(validity time.Duration) error {
+	crt, key, err := w.CA.Issue([]string{"127.0.0.1"}, time.Now().Add(-time.Minute), validity)
 	if err != nil {
 		return err
 	}

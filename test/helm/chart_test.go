@@ -1,9 +1,12 @@
 package helm
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -251,6 +254,80 @@ func TestChartValues(t *testing.T) {
 		eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
 		assert.Equal(t, "https", eps[0].(map[string]any)["scheme"])
 	})
+	t.Run("alerts, the labelers' PodMonitor and a dashboard on request", func(t *testing.T) {
+		objs, err := render(t, "habring", "habring-system", nil)
+		require.NoError(t, err)
+		for _, kind := range []string{"PrometheusRule", "PodMonitor", "ConfigMap"} {
+			assert.NotContains(t, fmt.Sprint(keys(objs)), kind, "off by default")
+		}
+		objs, err = render(t, "habring", "habring-system", map[string]any{
+			"prometheusRule":   map[string]any{"enabled": true, "labels": map[string]any{"release": "prom"}},
+			"podMonitor":       map[string]any{"enabled": true},
+			"grafanaDashboard": map[string]any{"enabled": true, "namespace": "monitoring"},
+		})
+		require.NoError(t, err)
+
+		rule := find(t, objs, "PrometheusRule", "habring")
+		assert.Equal(t, "prom", rule.GetLabels()["release"])
+		spec, _, _ := unstructured.NestedMap(rule.Object, "spec")
+		require.NoError(t, harness.CheckRules(t.TempDir(), spec), "Prometheus's own parser takes the rules")
+		file, err := os.ReadFile(harness.RulesFile())
+		require.NoError(t, err)
+		var groups map[string]any
+		require.NoError(t, yaml.Unmarshal(file, &groups))
+		assert.Equal(t, groups["groups"], spec["groups"], "the PrometheusRule is files/prometheus-rules.yaml")
+
+		pm := find(t, objs, "PodMonitor", "habring-labelers")
+		eps, _, _ := unstructured.NestedSlice(pm.Object, "spec", "podMetricsEndpoints")
+		ep := eps[0].(map[string]any)
+		assert.Equal(t, "habring-health", ep["port"], "the labeler container's port (patch/sidecar.go)")
+		assert.Equal(t, []any{map[string]any{"sourceLabels": []any{"__meta_kubernetes_pod_label_habitat_sh_ring"}, "targetLabel": "ring"}},
+			ep["relabelings"], "the alerts group by ring")
+
+		cm := find(t, objs, "ConfigMap", "habring-dashboard")
+		assert.Equal(t, "monitoring", cm.GetNamespace())
+		assert.Equal(t, "1", cm.GetLabels()["grafana_dashboard"])
+		raw, _, _ := unstructured.NestedString(cm.Object, "data", "habring.json")
+		var dash struct {
+			Panels []struct {
+				Title   string `json:"title"`
+				Targets []struct {
+					Expr string `json:"expr"`
+				} `json:"targets"`
+			} `json:"panels"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(raw), &dash))
+		// Each panel's query, its Grafana variables set, parses as PromQL: as recording rules.
+		vars := strings.NewReplacer("$namespace", ".*", "$__rate_interval", "5m")
+		var rules []any
+		for _, p := range dash.Panels {
+			for _, tg := range p.Targets {
+				rules = append(rules, map[string]any{"record": fmt.Sprintf("dashboard:panel_%d", len(rules)), "expr": vars.Replace(tg.Expr)})
+			}
+		}
+		require.NotEmpty(t, rules)
+		require.NoError(t, harness.CheckRules(t.TempDir(), map[string]any{"groups": []any{map[string]any{"name": "dashboard", "rules": rules}}}))
+
+		// Every habring metric the alerts and the dashboard read is one the code exports.
+		exported := map[string]bool{}
+		for _, dir := range []string{"webhook", "labeler", "ring", "certs", "connlimit"} {
+			files, err := filepath.Glob(filepath.Join(harness.RepoRoot(), dir, "*.go"))
+			require.NoError(t, err)
+			for _, f := range files {
+				b, err := os.ReadFile(f)
+				require.NoError(t, err)
+				for _, m := range regexp.MustCompile(`"(habring_[a-z_]+)"`).FindAllSubmatch(b, -1) {
+					exported[string(m[1])] = true
+				}
+			}
+		}
+		used := regexp.MustCompile(`habring_[a-z_]+`).FindAllString(string(file)+raw, -1)
+		require.NotEmpty(t, used)
+		for _, m := range used {
+			name := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_count"), "_sum") // a histogram's series
+			assert.True(t, exported[name], "%s is read by the alerts or the dashboard but exported by no code", m)
+		}
+	})
 }
 
 func TestChartLints(t *testing.T) {
@@ -258,6 +335,8 @@ func TestChartLints(t *testing.T) {
 		"defaults": nil,
 		"no cert-manager": {"certManager": map[string]any{"enabled": false},
 			"tls": map[string]any{"existingSecret": "mine", "caBundle": "pem"}},
+		"alerts, monitors and the dashboard": {"serviceMonitor": map[string]any{"enabled": true}, "podMonitor": map[string]any{"enabled": true},
+			"prometheusRule": map[string]any{"enabled": true}, "grafanaDashboard": map[string]any{"enabled": true}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			l := action.NewLint()
