@@ -26,6 +26,7 @@ type fence struct {
 	mu      sync.Mutex
 	name    string             // the Lease this fence runs for; "" when none runs
 	cancel  context.CancelFunc // stops the elector, which then releases the Lease
+	elector *elector           // the elector running; nil when none runs
 	done    chan struct{}
 	holding atomic.Bool
 	wake    chan struct{} // the census loop looks again at once when the Lease is won or lost
@@ -62,6 +63,29 @@ func (f *fence) held(group string) bool {
 	}
 	lease, _, ok := f.watch.seen()
 	return !ok || (lease != nil && ptr.Deref(lease.Spec.HolderIdentity, "") == f.l.cfg.PodName)
+}
+
+// regain is for a labeler that lost its own Lease while its label stayed on: its
+// renewals failed for the renew deadline (the API server out of reach, so it could not
+// take the label off either). When the watch, as last seen, still shows it the holder
+// (nobody took the Lease since its last renewal), it kicks the elector to renew at once
+// rather than at its next retry, and reports true: the label may stay. A pod whose
+// Supervisor still leads then keeps its label through an API server outage; without it,
+// the label would come off at the first write that gets through (decided while the
+// server was out of reach) and go on again a retry later. It stays exclusive: a pod that
+// takes the Lease over takes this pod's label off before it labels its own.
+func (f *fence) regain(group string) bool {
+	f.mu.Lock()
+	e, w, name := f.elector, f.watch, f.name
+	f.mu.Unlock()
+	if e == nil || name != LeaseName(f.l.cfg.Ring, group) || w == nil || w.name != name {
+		return false
+	}
+	if lease, _, ok := w.seen(); !ok || lease == nil || ptr.Deref(lease.Spec.HolderIdentity, "") != f.l.cfg.PodName {
+		return false
+	}
+	e.kick()
+	return true
 }
 
 // follow watches group's Lease, and no other. Only the census loop calls it.
@@ -134,7 +158,7 @@ func (f *fence) contend(ctx context.Context, group string) {
 	}
 	ectx, cancel := context.WithCancel(ctx)
 	f.mu.Lock()
-	f.name, f.cancel, f.done = name, cancel, done
+	f.name, f.cancel, f.done, f.elector = name, cancel, done, e
 	f.mu.Unlock()
 	f.mu.Lock()
 	w := f.watch
@@ -214,7 +238,7 @@ func (f *fence) hurry(ctx context.Context, e *elector, w *leaseWatch) {
 func (f *fence) release() {
 	f.mu.Lock()
 	name, cancel, done := f.name, f.cancel, f.done
-	f.name, f.cancel, f.done = "", nil, nil
+	f.name, f.cancel, f.done, f.elector = "", nil, nil, nil
 	f.mu.Unlock()
 	if cancel == nil {
 		return

@@ -3,6 +3,7 @@ package labeler
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -37,9 +38,10 @@ func leaseTimes(d time.Duration) (renewDeadline, retryPeriod time.Duration) {
 // since (its IsLeader looks at what this elector last observed). releaseLease gives the
 // Lease up instead, once the elector has stopped, and only when it is still this pod's.
 type elector struct {
-	le    *leaderelection.LeaderElector
-	mu    sync.Mutex
-	round context.CancelFunc // ends the round running; nil between rounds
+	le      *leaderelection.LeaderElector
+	mu      sync.Mutex
+	round   context.CancelFunc // ends the round running; nil between rounds
+	leading atomic.Bool        // from client-go's OnStartedLeading to its OnStoppedLeading
 }
 
 func (l *Labeler) elector(name string, duration time.Duration, onStarted func(context.Context), onStopped func()) (*elector, error) {
@@ -50,6 +52,7 @@ func (l *Labeler) elector(name string, duration time.Duration, onStarted func(co
 	}, get: l.failures("lease-get", "leader Lease read"), create: l.failures("lease-create", "leader Lease creation"),
 		update: l.failures("lease-update", "leader Lease update")}
 	renewDeadline, retryPeriod := leaseTimes(duration)
+	e := &elector{}
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:          lock,
 		Name:          name,
@@ -57,14 +60,21 @@ func (l *Labeler) elector(name string, duration time.Duration, onStarted func(co
 		RenewDeadline: renewDeadline,
 		RetryPeriod:   retryPeriod,
 		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: onStarted, // in a goroutine of its own, with the round's context
-			OnStoppedLeading: onStopped, // also when a round ends without having led
+			OnStartedLeading: func(ctx context.Context) { // in a goroutine of its own, with the round's context
+				e.leading.Store(true)
+				onStarted(ctx)
+			},
+			OnStoppedLeading: func() { // also when a round ends without having led
+				e.leading.Store(false)
+				onStopped()
+			},
 		},
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &elector{le: le}, nil
+	e.le = le
+	return e, nil
 }
 
 // run contends in rounds until ctx ends.
@@ -81,11 +91,13 @@ func (e *elector) run(ctx context.Context) {
 
 // kick makes a contending elector try again now rather than at its next retry (a period
 // and up to 1.2 more, jittered): its round ends, and the next one tries at once. A leading
-// elector is left alone.
+// elector is left alone. One that lost its own Lease (its renewals failed for the renew
+// deadline) is kicked too: client-go's IsLeader still says true then, as the Lease it
+// last saw is its own, and its next try renews that Lease if nobody took it.
 func (e *elector) kick() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.round != nil && !e.le.IsLeader() {
+	if e.round != nil && !e.leading.Load() {
 		e.round()
 	}
 }

@@ -251,3 +251,40 @@ func TestContenderTakesAGivenUpLeaseAtOnce(t *testing.T) {
 	holder.releaseLease(t.Context(), testLease, time.Second)
 	require.Eventually(t, func() bool { return l.fence.held("redis.default") }, 2*time.Second, 10*time.Millisecond)
 }
+
+// A labeler that lost its own Lease to failed renewals (the API server out of reach) and
+// is still labelled leader takes it back at once when the API server answers again, not
+// at its elector's next retry: its label need not come off and go on again. One whose
+// Lease another pod took keeps nothing.
+func TestRegainTakesBackOwnLeaseAtOnce(t *testing.T) {
+	t.Parallel()
+	c := fake.NewClientset()
+	var refuse atomic.Bool
+	c.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if refuse.Load() {
+			return true, nil, errors.New("the API server is not answering")
+		}
+		return false, nil, nil
+	})
+	var logs syncBuffer
+	l, _ := fencedLabeler(t, c, "redis-1", &logs)
+	l.cfg.LeaseDuration = 5 * time.Second // renewed every 2 s, lost after 2.5 s more
+	l.fence.contend(t.Context(), "redis.default")
+	require.Eventually(t, func() bool { return l.fence.held("redis.default") }, 5*time.Second, 10*time.Millisecond)
+	refuse.Store(true)
+	require.Eventually(t, func() bool { return !l.fence.held("redis.default") }, 10*time.Second, 10*time.Millisecond, "renewals refused: lost")
+	time.Sleep(100 * time.Millisecond) // the next round's first try has failed; it waits 2 s and more
+	refuse.Store(false)
+	require.True(t, l.fence.regain("redis.default"), "nobody took it: the label may stay")
+	require.Eventually(t, func() bool { return l.fence.held("redis.default") }, time.Second, 10*time.Millisecond, "taken back at once")
+	require.Equal(t, "redis-1", ptr.Deref(lease(t, c).HolderIdentity, ""))
+
+	other := heldLease("redis-0", 5)
+	cur, err := c.CoordinationV1().Leases("shop").Get(t.Context(), testLease, metav1.GetOptions{})
+	require.NoError(t, err)
+	other.ResourceVersion = cur.ResourceVersion
+	_, err = c.CoordinationV1().Leases("shop").Update(t.Context(), other, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return !l.fence.held("redis.default") }, 5*time.Second, 10*time.Millisecond, "the watch shows another holder")
+	require.False(t, l.fence.regain("redis.default"), "taken by another: the label comes off")
+}

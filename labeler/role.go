@@ -166,6 +166,9 @@ func (l *Labeler) fenced(ctx context.Context, c *Census, group, current string, 
 	}
 	l.fence.contend(ctx, group)
 	if !l.fence.held(group) {
+		if current == contract.RoleLeader && l.fence.regain(group) {
+			return contract.RoleLeader // its own Lease, lapsed, being renewed: nobody took it
+		}
 		return contract.RoleNone
 	}
 	if c == nil || current == contract.RoleLeader {
