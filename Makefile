@@ -112,8 +112,8 @@ verify: ## fail on build output in git, gofmt, go vet, go mod tidy drift and sta
 	cd test/helm && $(GO) vet ./...
 	@$(GO) mod tidy && (cd test/helm && $(GO) mod tidy); \
 	  if ! git diff --quiet -- go.mod go.sum test/helm/go.mod test/helm/go.sum; then git diff -- go.mod go.sum test/helm/go.mod test/helm/go.sum; echo "go mod tidy changed go.mod/go.sum: commit the result"; exit 1; fi
-	$(GO) test -count=1 ./patch ./render -run TestGolden -update
-	@if ! git diff --quiet -- patch/testdata render/testdata; then git diff --stat -- patch/testdata render/testdata; echo "golden files are stale: read 'git diff patch/testdata render/testdata', then commit"; exit 1; fi
+	$(GO) test -count=1 ./internal/patch ./internal/render -run TestGolden -update
+	@if ! git diff --quiet -- internal/patch/testdata internal/render/testdata; then git diff --stat -- internal/patch/testdata internal/render/testdata; echo "golden files are stale: read 'git diff internal/patch/testdata internal/render/testdata', then commit"; exit 1; fi
 
 # The revision docs/performance.md's table compares against ("before").
 BENCH_BASE ?= 233c182
@@ -128,10 +128,10 @@ FUZZFLAGS ?= -fuzzminimizetime 5s
 
 .PHONY: fuzz
 fuzz: ## fuzz the admission request path, then the labeler's census decoding, FUZZTIME each (default 2m)
-	$(GO) test ./webhook -run '^$$' -fuzz FuzzMutate -fuzztime $(FUZZTIME) $(FUZZFLAGS)
-	$(GO) test ./labeler -run '^$$' -fuzz FuzzCensus -fuzztime $(FUZZTIME) $(FUZZFLAGS)
+	$(GO) test ./internal/webhook -run '^$$' -fuzz FuzzMutate -fuzztime $(FUZZTIME) $(FUZZFLAGS)
+	$(GO) test ./internal/labeler -run '^$$' -fuzz FuzzCensus -fuzztime $(FUZZTIME) $(FUZZFLAGS)
 
 .PHONY: golden
-golden: ## rewrite the golden files of patch/ and render/ (read the diff before committing)
-	$(GO) test ./patch ./render -run TestGolden -update
-	git diff --stat -- patch/testdata render/testdata
+golden: ## rewrite the golden files of internal/patch/ and internal/render/ (read the diff before committing)
+	$(GO) test ./internal/patch ./internal/render -run TestGolden -update
+	git diff --stat -- internal/patch/testdata internal/render/testdata

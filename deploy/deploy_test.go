@@ -136,14 +136,14 @@ func TestRBACIsExactlyWhatIsUsed(t *testing.T) {
 		"apps/deployments: get,list,watch",
 		"discovery.k8s.io/endpointslices: list,watch",
 		"/pods: list,watch",
-		"/events: create,patch", // Events on workloads (webhook/events.go)
+		"/events: create,patch", // Events on workloads (internal/webhook/events.go)
 	}, rules("habring-webhook"))
 	require.ElementsMatch(t, []string{
 		"/pods: get,list,patch",
 		"/pods/status: patch",
-		"coordination.k8s.io/leases: get,create,update",
+		"coordination.k8s.io/leases: get,list,watch,create,update",
 		"discovery.k8s.io/endpointslices: list,watch",
-		"/events: create,patch", // Events on its own pod (labeler/events.go)
+		"/events: create,patch", // Events on its own pod (internal/labeler/events.go)
 	}, rules("habring-labeler"))
 	b := find[*rbacv1.ClusterRoleBinding](t, objs, "habring-webhook")
 	require.Equal(t, "habring", b.Subjects[0].Name)

@@ -21,8 +21,8 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
 
-	"github.com/habring/habring/labeler"
-	"github.com/habring/habring/logging"
+	"github.com/habring/habring/internal/labeler"
+	"github.com/habring/habring/internal/logging"
 )
 
 // gcPercent is the labeler's GOGC unless the environment sets one. Its heap is a few
@@ -80,7 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, label fun
 		slog.SetDefault(log) // what the standard library logs (net/http) goes there too
 		// client-go's own log (klog) is dropped: its elector and reflector log a failure at
 		// every retry, and the labeler counts and logs each of them once per change,
-		// with what to do (labeler/api.go).
+		// with what to do (internal/labeler/api.go).
 		klog.SetLogger(logr.Discard())
 	}
 	if err := label(ctx, cfg, log); err != nil {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/habring/habring/labeler"
+	"github.com/habring/habring/internal/labeler"
 )
 
 // The sidecar's flags (labeler.Config.RegisterFlags), the pod from the downward API's

@@ -10,10 +10,10 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/habring/habring/check"
-	"github.com/habring/habring/logging"
-	"github.com/habring/habring/render"
-	"github.com/habring/habring/webhook"
+	"github.com/habring/habring/internal/check"
+	"github.com/habring/habring/internal/logging"
+	"github.com/habring/habring/internal/render"
+	"github.com/habring/habring/internal/webhook"
 )
 
 // runners are what the subcommands start; tests replace them to check flag parsing.

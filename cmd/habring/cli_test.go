@@ -13,10 +13,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/habring/habring/check"
-	"github.com/habring/habring/patch"
-	"github.com/habring/habring/render"
-	"github.com/habring/habring/webhook"
+	"github.com/habring/habring/internal/check"
+	"github.com/habring/habring/internal/patch"
+	"github.com/habring/habring/internal/render"
+	"github.com/habring/habring/internal/webhook"
 )
 
 func TestWebhookFlags(t *testing.T) {

@@ -13,9 +13,9 @@ import (
 
 	"k8s.io/klog/v2"
 
-	"github.com/habring/habring/check"
-	"github.com/habring/habring/render"
-	"github.com/habring/habring/webhook"
+	"github.com/habring/habring/internal/check"
+	"github.com/habring/habring/internal/render"
+	"github.com/habring/habring/internal/webhook"
 )
 
 func main() {

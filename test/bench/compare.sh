@@ -17,6 +17,10 @@ trap cleanup EXIT
 git worktree add -q --detach "$wt" "$base"
 # The same load generator for both: this tree's (alternating rounds) against each tree's handler.
 rm -rf "$wt/test/load" && cp -r test/load "$wt/test/load"
+# A base from before the product packages moved under internal/.
+if [ ! -d "$wt/internal" ]; then
+  sed -i 's#"github.com/habring/habring/internal/#"github.com/habring/habring/#' "$wt/test/load/main.go"
+fi
 # A base from before package contract had its names in package patch.
 if [ ! -d "$wt/contract" ]; then
   sed -i -e 's/\bcontract\./patch./g' -e '/"github.com\/habring\/habring\/contract"/d' "$wt/test/load/main.go"
@@ -33,7 +37,8 @@ echo; echo "== 1/3 admission path: go test -bench, 5 runs each (progress on stde
 for side in before after; do
   dir=.; [ "$side" = before ] && dir=$wt
   echo "bench: $side" >&2
-  (cd "$dir" && go test ./webhook -run '^$' -bench . -benchmem -benchtime 1s -count 5) > "$out/$side.txt"
+  pkg=./webhook; [ -d "$dir/internal/webhook" ] && pkg=./internal/webhook
+  (cd "$dir" && go test "$pkg" -run '^$' -bench . -benchmem -benchtime 1s -count 5) > "$out/$side.txt"
 done
 go run "$benchstat" "$out/before.txt" "$out/after.txt"
 

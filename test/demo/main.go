@@ -29,7 +29,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/habring/habring/contract"
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/internal/patch"
 	"github.com/habring/habring/test/harness"
 	"github.com/habring/habring/test/runner"
 	"github.com/habring/habring/test/supervisor"

@@ -42,7 +42,7 @@ type census struct {
 }
 
 func (c *census) set(t *testing.T, file string) {
-	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "labeler", "testdata", file))
+	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "internal", "labeler", "testdata", file))
 	require.NoError(t, err)
 	c.mu.Lock()
 	c.body = b

@@ -10,7 +10,7 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 
-	"github.com/habring/habring/webhook"
+	"github.com/habring/habring/internal/webhook"
 )
 
 // Handler decodes the review (webhook.DecodeReview: the same checks and decoder as

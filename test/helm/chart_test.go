@@ -280,7 +280,7 @@ func TestChartValues(t *testing.T) {
 		pm := find(t, objs, "PodMonitor", "habring-labelers")
 		eps, _, _ := unstructured.NestedSlice(pm.Object, "spec", "podMetricsEndpoints")
 		ep := eps[0].(map[string]any)
-		assert.Equal(t, "habring-health", ep["port"], "the labeler container's port (patch/sidecar.go)")
+		assert.Equal(t, "habring-health", ep["port"], "the labeler container's port (internal/patch/sidecar.go)")
 		assert.Equal(t, []any{map[string]any{"sourceLabels": []any{"__meta_kubernetes_pod_label_habitat_sh_ring"}, "targetLabel": "ring"}},
 			ep["relabelings"], "the alerts group by ring")
 
@@ -311,6 +311,7 @@ func TestChartValues(t *testing.T) {
 		// Every habring metric the alerts and the dashboard read is one the code exports.
 		exported := map[string]bool{}
 		for _, dir := range []string{"webhook", "labeler", "ring", "certs", "connlimit"} {
+			dir = filepath.Join("internal", dir)
 			files, err := filepath.Glob(filepath.Join(harness.RepoRoot(), dir, "*.go"))
 			require.NoError(t, err)
 			for _, f := range files {

@@ -44,11 +44,11 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/contract"
-	"github.com/habring/habring/patch"
-	"github.com/habring/habring/ring"
+	"github.com/habring/habring/internal/patch"
+	"github.com/habring/habring/internal/ring"
+	"github.com/habring/habring/internal/webhook"
 	"github.com/habring/habring/test/echo"
 	"github.com/habring/habring/test/pki"
-	"github.com/habring/habring/webhook"
 )
 
 func main() {

@@ -6,8 +6,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/habring/habring/internal/webhook"
 	"github.com/habring/habring/test/echo"
-	"github.com/habring/habring/webhook"
 )
 
 // BenchmarkEcho is the floor BenchmarkAdmission is read against: decode and allow,

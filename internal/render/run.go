@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/habring/habring/contract"
-	"github.com/habring/habring/patch"
-	"github.com/habring/habring/ring"
+	"github.com/habring/habring/internal/patch"
+	"github.com/habring/habring/internal/ring"
 )
 
 // Config is everything `habring render` is told, validated once by Validate.

@@ -14,7 +14,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
-	"github.com/habring/habring/connlimit"
+	"github.com/habring/habring/internal/connlimit"
 )
 
 // Run builds the client and labels until ctx ends.

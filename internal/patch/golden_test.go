@@ -24,7 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/internal/patch"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.json from the current output (read the diff first)")

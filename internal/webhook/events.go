@@ -11,7 +11,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/internal/patch"
 )
 
 // Reasons of the Events the webhook records on a workload: what its operator must act on,

@@ -5,9 +5,10 @@
 //
 // One file a concern: census.go decides the role from a census, gateway.go reads it,
 // role.go is the label loop, fence.go and lease.go the leader Lease (client-go's leader
-// election), joined.go the ring-joined condition, peerfile.go the watch file (a
-// client-go reflector on the ring's EndpointSlices), api.go the client and how failed
-// requests are counted and said, server.go health and metrics, config.go the flags'
+// election), leasewatch.go the group's Lease as every labeler watches it, joined.go the
+// ring-joined condition, peerfile.go the watch file (a client-go reflector on the ring's
+// EndpointSlices), events.go the Events on its pod, api.go the client, its informers and
+// how failed requests are counted and said, server.go health and metrics, config.go the flags'
 // Config, labeler.go wiring and the life cycle.
 //
 // It writes its own pod's role label and ring-joined condition, only when they change,

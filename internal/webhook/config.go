@@ -9,7 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/habring/habring/contract"
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/internal/patch"
 )
 
 // SidecarAuto (--sidecar-mode=auto, the default) picks patch.SidecarNative when the API

@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	sigsjson "sigs.k8s.io/json"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/internal/patch"
 )
 
 // MaxRequestBytes bounds an AdmissionReview body. An object is at most 1.5 MiB in etcd

@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/habring/habring/contract"
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/internal/patch"
 )
 
 // ErrNoWorkloads means the input held no StatefulSet or Deployment.

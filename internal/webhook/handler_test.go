@@ -32,8 +32,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/contract"
-	"github.com/habring/habring/patch"
-	"github.com/habring/habring/ring"
+	"github.com/habring/habring/internal/patch"
+	"github.com/habring/habring/internal/ring"
 )
 
 const ns = "shop"

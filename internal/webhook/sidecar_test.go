@@ -8,7 +8,7 @@ import (
 	fakediscovery "k8s.io/client-go/discovery/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/internal/patch"
 )
 
 func TestNativeSidecars(t *testing.T) {

@@ -21,7 +21,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/habring/habring/contract"
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/internal/patch"
 )
 
 const ringIndex = "habring-ring" // namespace/ring

@@ -28,8 +28,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/contract"
-	"github.com/habring/habring/labeler"
-	"github.com/habring/habring/ring"
+	"github.com/habring/habring/internal/labeler"
+	"github.com/habring/habring/internal/ring"
 	"github.com/habring/habring/test/pki"
 )
 

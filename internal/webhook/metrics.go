@@ -4,7 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/habring/habring/connlimit"
+	"github.com/habring/habring/internal/connlimit"
 )
 
 // Outcomes of an admission request (the "outcome" label).

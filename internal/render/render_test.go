@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/internal/patch"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml (read the diff first)")
@@ -55,9 +55,9 @@ func TestGolden(t *testing.T) {
 		})
 	}
 	require.NotZero(t, n)
-	example, err := os.ReadFile("../examples/ring.yaml")
+	example, err := os.ReadFile("../../examples/ring.yaml")
 	require.NoError(t, err)
 	copied, err := os.ReadFile("testdata/examples-ring.yaml")
 	require.NoError(t, err)
-	require.Equal(t, string(example), string(copied), "cp examples/ring.yaml render/testdata/examples-ring.yaml")
+	require.Equal(t, string(example), string(copied), "cp examples/ring.yaml internal/render/testdata/examples-ring.yaml")
 }

@@ -16,8 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/habring/habring/contract"
-	"github.com/habring/habring/labeler"
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/internal/labeler"
+	"github.com/habring/habring/internal/patch"
 )
 
 // checkNamespaces checks each namespace the webhook selects (or only --namespace).

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/habring/habring/patch"
-	"github.com/habring/habring/ring"
+	"github.com/habring/habring/internal/patch"
+	"github.com/habring/habring/internal/ring"
 )
 
 // WebhookName is the name of habring's webhook inside its MutatingWebhookConfiguration,

@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/habring/habring/contract"
-	"github.com/habring/habring/patch"
+	"github.com/habring/habring/internal/patch"
 )
 
 // Mutate's operations apply to every form in which JSON can say "none" (a list or map left

@@ -17,10 +17,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/client-go/discovery"
 
-	"github.com/habring/habring/certs"
-	"github.com/habring/habring/connlimit"
-	"github.com/habring/habring/patch"
-	"github.com/habring/habring/ring"
+	"github.com/habring/habring/internal/certs"
+	"github.com/habring/habring/internal/connlimit"
+	"github.com/habring/habring/internal/patch"
+	"github.com/habring/habring/internal/ring"
 )
 
 // Readiness says whether this replica should be sent requests.
