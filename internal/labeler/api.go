@@ -2,7 +2,6 @@ package labeler
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -15,9 +14,9 @@ import (
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/habring/habring/internal/kubeconfig"
 )
 
 // FieldManager names the labeler's writes in managedFields, and is its User-Agent: the
@@ -35,16 +34,10 @@ const requestTimeout = 30 * time.Second
 // its own namespace: its pod, the pods labelled leader, its group's Lease and its ring's
 // EndpointSlices.
 func Connect(path string) (Client, error) {
-	var rc *rest.Config
-	var err error
-	if path == "" {
-		if rc, err = rest.InClusterConfig(); err != nil {
-			return nil, fmt.Errorf("in-cluster config: %w (outside a cluster, pass --kubeconfig)", err)
-		}
-	} else if rc, err = clientcmd.BuildConfigFromFlags("", path); err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+	rc, err := kubeconfig.Load(path, FieldManager)
+	if err != nil {
+		return nil, err
 	}
-	rc.UserAgent = FieldManager
 	var c clients
 	if c.core, err = corev1client.NewForConfig(rc); err != nil {
 		return nil, err

@@ -9,6 +9,8 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/habring/habring/internal/kubeconfig"
 )
 
 // Clients are the API clients a Cache reads through.
@@ -21,7 +23,7 @@ type Clients struct {
 
 // Connect builds the clients from the kubeconfig at path (in-cluster when empty).
 func Connect(path, userAgent string) (*Clients, error) {
-	rc, err := loadConfig(path, userAgent)
+	rc, err := kubeconfig.Load(path, userAgent)
 	if err != nil {
 		return nil, err
 	}
@@ -68,21 +70,4 @@ func (c *Clients) Live(ctx context.Context, timeout time.Duration) (*Cache, erro
 		return nil, fmt.Errorf("caches of %s did not sync in %s: is the API server reachable, and may this user list statefulsets, deployments and endpointslices?", c.Host, timeout)
 	}
 	return cache, nil
-}
-
-// loadConfig loads the kubeconfig at path, or the in-cluster config (the pod's service
-// account token) when path is empty, and names the caller in userAgent.
-func loadConfig(path, userAgent string) (*rest.Config, error) {
-	var rc *rest.Config
-	var err error
-	if path == "" {
-		rc, err = rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("in-cluster config: %w (outside a cluster, pass --kubeconfig)", err)
-		}
-	} else if rc, err = clientcmd.BuildConfigFromFlags("", path); err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
-	}
-	rc.UserAgent = userAgent
-	return rc, nil
 }
