@@ -25,7 +25,7 @@ type fence struct {
 	l       *Labeler
 	mu      sync.Mutex
 	name    string             // the Lease this fence runs for; "" when none runs
-	cancel  context.CancelFunc // stops the elector, which then releases the Lease
+	cancel  context.CancelFunc // stops the elector (release then gives the Lease up)
 	elector *elector           // the elector running; nil when none runs
 	done    chan struct{}
 	holding atomic.Bool

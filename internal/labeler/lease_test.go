@@ -50,13 +50,9 @@ func (r *round) run(t *testing.T, l *Labeler, d time.Duration) (stop func()) {
 	return func() { cancel(); <-done }
 }
 
-// The elector takes the Lease, loses it when renewals fail for the renew deadline (the
-// API server refuses writes), and contends again once they succeed: unlike client-go's
-// LeaderElector, it does not stop at the first loss. The refused writes are counted
-// each, and logged once. Once stopped, its Lease is given up (fence.release).
-func TestElectorLosesAndRetakes(t *testing.T) {
-	t.Parallel()
-	c := fake.NewClientset()
+// refuseLeaseUpdates makes c's Lease updates fail, as an API server out of reach does,
+// while the flag it returns is set.
+func refuseLeaseUpdates(c *fake.Clientset) *atomic.Bool {
 	var refuse atomic.Bool
 	c.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
 		if refuse.Load() {
@@ -64,6 +60,17 @@ func TestElectorLosesAndRetakes(t *testing.T) {
 		}
 		return false, nil, nil
 	})
+	return &refuse
+}
+
+// The elector takes the Lease, loses it when renewals fail for the renew deadline (the
+// API server refuses writes), and contends again once they succeed: unlike client-go's
+// LeaderElector, it does not stop at the first loss. The refused writes are counted
+// each, and logged once. Once stopped, its Lease is given up (fence.release).
+func TestElectorLosesAndRetakes(t *testing.T) {
+	t.Parallel()
+	c := fake.NewClientset()
+	refuse := refuseLeaseUpdates(c)
 	var logs syncBuffer
 	l := electorLabeler(t, c, "redis-0", &logs)
 	var r round
@@ -259,13 +266,7 @@ func TestContenderTakesAGivenUpLeaseAtOnce(t *testing.T) {
 func TestRegainTakesBackOwnLeaseAtOnce(t *testing.T) {
 	t.Parallel()
 	c := fake.NewClientset()
-	var refuse atomic.Bool
-	c.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
-		if refuse.Load() {
-			return true, nil, errors.New("the API server is not answering")
-		}
-		return false, nil, nil
-	})
+	refuse := refuseLeaseUpdates(c)
 	var logs syncBuffer
 	l, _ := fencedLabeler(t, c, "redis-1", &logs)
 	l.cfg.LeaseDuration = 5 * time.Second // renewed every 2 s, lost after 2.5 s more

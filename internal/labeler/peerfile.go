@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/habring/habring/contract"
+	"github.com/habring/habring/internal/patch"
 )
 
 // keepPeerFile watches the ring's EndpointSlices in this namespace and rewrites the peer
@@ -72,18 +73,11 @@ func (l *Labeler) keepPeerFile(ctx context.Context) {
 // PeerFile is the watch file's content: one live member IP a line (the pod itself
 // excluded, unready addresses ignored), at most maxPeers, in contract.LiveMembers order.
 func PeerFile(podName string, slices []discoveryv1.EndpointSlice, maxPeers int) string {
-	var members []contract.Member
-	for _, s := range slices {
-		for _, ep := range s.Endpoints {
-			var kind, name string
-			if ep.TargetRef != nil {
-				kind, name = ep.TargetRef.Kind, ep.TargetRef.Name
-			}
-			if m, ok := contract.EndpointMember(string(s.AddressType), ep.Addresses, ep.Conditions.Ready, kind, name); ok {
-				members = append(members, m)
-			}
-		}
+	ptrs := make([]*discoveryv1.EndpointSlice, len(slices))
+	for i := range slices {
+		ptrs[i] = &slices[i]
 	}
+	members := patch.Members(ptrs) // the webhook's own reading of the slices
 	var b strings.Builder
 	for i, m := range contract.LiveMembers(podName, contract.Ring{Members: members}) {
 		if i == maxPeers {

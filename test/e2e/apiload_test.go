@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"net/http/httptest"
 	"os"
@@ -13,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -28,14 +25,12 @@ import (
 // (every code, scope and subresource together).
 func apiRequests(t *testing.T, e *environment) map[string]float64 {
 	t.Helper()
-	raw, err := e.client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(t.Context())
-	require.NoError(t, err)
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
-	require.NoError(t, err)
-	out := map[string]float64{}
-	f, ok := families["apiserver_request_total"]
+	s := scrapeMetrics(t, func() ([]byte, error) {
+		return e.client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(t.Context())
+	}, nil)
+	f, ok := s.families["apiserver_request_total"]
 	require.True(t, ok, "the API server exports apiserver_request_total")
+	out := map[string]float64{}
 	for _, m := range f.GetMetric() {
 		labels := map[string]string{}
 		for _, l := range m.GetLabel() {
