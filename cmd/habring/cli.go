@@ -20,12 +20,14 @@ import (
 type runners struct {
 	webhook func(context.Context, webhook.Config, *slog.Logger) error
 	render  func(context.Context, render.Config, io.Reader, io.Writer, *slog.Logger) error
-	check   func(context.Context, check.Config, io.Writer, *slog.Logger) error
+	check   func(context.Context, check.Config, io.Writer, io.Writer, *slog.Logger) error
 	// prog is how the user ran us: "habring", or "kubectl habring" for the kubectl plugin
 	// (the binary installed as kubectl-habring); empty means "habring".
 	prog   string
 	stdin  io.Reader
 	stdout io.Writer
+	// stderr is where check --wait says what it waits for.
+	stderr io.Writer
 	// global, when set, installs the logger process-wide (client-go logs through klog);
 	// only main sets it, so parallel tests never share global state.
 	global func(*slog.Logger)
@@ -33,6 +35,8 @@ type runners struct {
 
 type command struct {
 	name, summary, usage string
+	// more is printed after the flags in --help.
+	more string
 	// flags registers the command's flags on fs and returns what to run once they parse.
 	flags func(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logger) error
 }
@@ -41,7 +45,10 @@ func commands() []command {
 	return []command{
 		{name: "webhook", summary: "serve the mutating admission webhook over TLS", usage: "habring webhook --tls-cert-file F --tls-key-file F --labeler-image IMAGE [flags]", flags: webhookFlags},
 		{name: "render", summary: "print the pods StatefulSet/Deployment manifests would create, as habring admits them", usage: "habring render -f FILE|- [--kubeconfig K] [flags]", flags: renderFlags},
-		{name: "check", summary: "check an installation and its rings, or say why one pod was (not) injected; exit 1 on any failure", usage: "habring check [--kubeconfig K] [--context C] [--namespace NS] [--pod NS/NAME]", flags: checkFlags},
+		{name: "check", summary: "check an installation and its rings, or say why one pod was (not) injected; exit 1 on any failure", usage: "habring check [--kubeconfig K] [--context C] [--namespace NS] [--pod NS/NAME] [--wait D] [-o text|json] [--list]", flags: checkFlags,
+			more: "Exit status: 0 when no check failed (warnings allowed), 1 when one failed or the checks could not start\n" +
+				"(the message says why), 2 for a wrong flag. -o json has the schema " + check.SchemaVersion + "; --list shows\n" +
+				"every check's ID, severity and whether --wait retries it."},
 	}
 }
 
@@ -77,6 +84,9 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer, r runners
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "%s: %s\n\nUsage: %s\n\nFlags:\n", fs.Name(), c.summary, c.usage)
 		fs.PrintDefaults()
+		if c.more != "" {
+			fmt.Fprintf(fs.Output(), "\n%s\n", c.more)
+		}
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -175,10 +185,14 @@ func checkFlags(fs *flag.FlagSet, r runners) func(context.Context, *slog.Logger)
 	fs.StringVar(&cfg.Pod, "pod", "", "namespace/name: say why this pod was or was not injected (the webhook's decision on the live state), instead of the checks")
 	fs.DurationVar(&cfg.MinCertValidity, "min-cert-validity", cfg.MinCertValidity, "fail when the serving certificate expires sooner than this")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "bound on each network call: dialling the webhook, reading a Supervisor's census")
+	fs.DurationVar(&cfg.Wait, "wait", cfg.Wait, "ask the checks that can pass on their own (endpoints ready, caBundle injected, leader labelled) again until they pass or this is over; 0 asks once")
+	fs.StringVar(&cfg.Output, "output", cfg.Output, "report format: text or json")
+	fs.StringVar(&cfg.Output, "o", cfg.Output, "shorthand for --output")
+	fs.BoolVar(&cfg.List, "list", false, "list the checks (ID, severity, retried by --wait, what must be true) instead of running them")
 	return func(ctx context.Context, log *slog.Logger) error {
 		if err := cfg.Validate(); err != nil {
 			return usageError{err}
 		}
-		return r.check(ctx, cfg, r.stdout, log)
+		return r.check(ctx, cfg, r.stdout, r.stderr, log)
 	}
 }

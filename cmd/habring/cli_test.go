@@ -96,12 +96,19 @@ func TestCheckFlags(t *testing.T) {
 	t.Parallel()
 	var got check.Config
 	var out, errb bytes.Buffer
-	r := runners{check: func(_ context.Context, c check.Config, _ io.Writer, _ *slog.Logger) error { got = c; return nil }}
-	code := cli(t.Context(), []string{"check", "--kubeconfig=k", "--context=c", "--namespace=shop", "--pod=shop/redis-0", "--min-cert-validity=24h"}, &out, &errb, r)
+	r := runners{check: func(_ context.Context, c check.Config, _, _ io.Writer, _ *slog.Logger) error { got = c; return nil }}
+	code := cli(t.Context(), []string{"check", "--kubeconfig=k", "--context=c", "--namespace=shop", "--pod=shop/redis-0", "--min-cert-validity=24h",
+		"--wait=5m", "-o", "json"}, &out, &errb, r)
 	require.Equal(t, 0, code, errb.String())
 	want := check.Defaults()
 	want.Kubeconfig, want.Context, want.Namespace, want.Pod, want.MinCertValidity = "k", "c", "shop", "shop/redis-0", 24*time.Hour
+	want.Wait, want.Output = 5*time.Minute, "json"
 	require.Equal(t, want, got)
+
+	errb.Reset()
+	require.Equal(t, 2, cli(t.Context(), []string{"check", "--output=yaml", "--wait=-1s"}, &out, &errb, r))
+	require.Contains(t, errb.String(), `-o "yaml": want text or json`)
+	require.Contains(t, errb.String(), `--wait -1s: want 0 or more`)
 
 	errb.Reset()
 	require.Equal(t, 2, cli(t.Context(), []string{"check", "--pod=redis-0"}, &out, &errb, r))
@@ -109,7 +116,9 @@ func TestCheckFlags(t *testing.T) {
 
 	// A failed check exits 1 without an error log: the report printed on stdout says it all.
 	errb.Reset()
-	r.check = func(context.Context, check.Config, io.Writer, *slog.Logger) error { return check.ErrChecksFailed }
+	r.check = func(context.Context, check.Config, io.Writer, io.Writer, *slog.Logger) error {
+		return check.ErrChecksFailed
+	}
 	require.Equal(t, 1, cli(t.Context(), []string{"check"}, &out, &errb, r))
 	require.Empty(t, errb.String())
 }
@@ -127,6 +136,7 @@ func TestKubectlPlugin(t *testing.T) {
 	out.Reset()
 	require.Equal(t, 0, cli(t.Context(), []string{"check", "--help"}, &out, &errb, r))
 	require.Contains(t, out.String(), "Usage: kubectl habring check [--kubeconfig K]")
+	require.Contains(t, out.String(), "Exit status: 0 when no check failed")
 	require.Equal(t, 2, cli(t.Context(), []string{"chek"}, &out, &errb, r))
 	require.Contains(t, errb.String(), `kubectl habring: unknown command "chek"; run 'kubectl habring --help' for the list`)
 }

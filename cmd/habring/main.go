@@ -23,7 +23,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(cli(ctx, os.Args[1:], os.Stdout, os.Stderr, runners{
-		webhook: webhook.Run, render: render.Run, check: check.Run, stdin: os.Stdin, stdout: os.Stdout,
+		webhook: webhook.Run, render: render.Run, check: check.Run, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr,
 		prog:   progName(os.Args[0]),
 		global: klog.SetSlogLogger, // client-go logs through klog: one logger for everything
 	}))

@@ -30,11 +30,18 @@ type Config struct {
 	MinCertValidity time.Duration
 	// Timeout bounds each network call: a dial of the webhook, a read of a Supervisor's census.
 	Timeout time.Duration
+	// Wait asks a retried check (see --list) again, every two seconds, until it passes or
+	// Wait is over; 0 asks once.
+	Wait time.Duration
+	// Output is text or json.
+	Output string
+	// List prints the checks instead of running them.
+	List bool
 }
 
 // Defaults returns the flags' defaults.
 func Defaults() Config {
-	return Config{MinCertValidity: 7 * 24 * time.Hour, Timeout: 5 * time.Second}
+	return Config{MinCertValidity: 7 * 24 * time.Hour, Timeout: 5 * time.Second, Output: "text"}
 }
 
 // Validate reports every flag that is wrong.
@@ -51,6 +58,12 @@ func (c Config) Validate() error {
 	if c.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("--timeout %s: want more than 0", c.Timeout))
 	}
+	if c.Wait < 0 {
+		errs = append(errs, fmt.Errorf("--wait %s: want 0 or more", c.Wait))
+	}
+	if c.Output != "text" && c.Output != "json" {
+		errs = append(errs, fmt.Errorf("-o %q: want text or json", c.Output))
+	}
 	return errors.Join(errs...)
 }
 
@@ -58,24 +71,24 @@ func (c Config) Validate() error {
 var ErrChecksFailed = errors.New("checks failed")
 
 // Run checks the cluster in cfg.Kubeconfig (or explains cfg.Pod) and writes the report to
-// out. It returns ErrChecksFailed when a check failed, another error when it could not check.
-func Run(ctx context.Context, cfg Config, out io.Writer, _ *slog.Logger) error {
+// out, --wait's progress to progress. It returns ErrChecksFailed when a check failed, another
+// error when it could not start (no kubeconfig).
+func Run(ctx context.Context, cfg Config, out, progress io.Writer, _ *slog.Logger) error {
+	if cfg.List {
+		return WriteList(out)
+	}
 	clients, err := ring.ConnectAsKubectl(cfg.Kubeconfig, cfg.Context, "habring-check")
 	if err != nil {
 		return err
 	}
-	c := &Checker{Clients: clients, Config: cfg, Now: time.Now}
-	var r *Report
-	if cfg.Pod != "" {
-		ns, name, _ := strings.Cut(cfg.Pod, "/")
-		r, err = c.ExplainPod(ctx, ns, name)
+	c := &Checker{Clients: clients, Config: cfg, Now: time.Now, Progress: progress}
+	r := c.Check(ctx)
+	if cfg.Output == "json" {
+		err = r.WriteJSON(out)
 	} else {
-		r, err = c.Check(ctx)
+		err = r.Write(out)
 	}
 	if err != nil {
-		return err
-	}
-	if err := r.Write(out); err != nil {
 		return err
 	}
 	if r.Failed() > 0 {
@@ -89,12 +102,27 @@ type Checker struct {
 	Clients *ring.Clients
 	Config  Config
 	Now     func() time.Time
+	// Progress is where --wait says what it waits for (nil: nowhere).
+	Progress io.Writer
+	// deadline ends --wait's retries; zero asks once. retryEvery is the pause between two
+	// tries (zero: the constant; tests shorten it).
+	deadline   time.Time
+	retryEvery time.Duration
+	// memo holds this try's reads (see cached).
+	memo map[string]memo
 	// live answers patch.Injector.Admit's questions as the webhook's caches do; made on first use.
 	live patch.Source
 	// inj decides as the webhook would, with its options (injOrigin says where they came
 	// from); made on first use.
 	inj       *patch.Injector
 	injOrigin string
+}
+
+func (c *Checker) progress() io.Writer {
+	if c.Progress == nil {
+		return io.Discard
+	}
+	return c.Progress
 }
 
 // injector is the Injector explanations admit with: the installed webhook's own options
@@ -120,18 +148,14 @@ func (c *Checker) source(ctx context.Context) (patch.Source, error) {
 	return c.live, nil
 }
 
-// Check runs every check: the installation, then each selected namespace and its rings.
-func (c *Checker) Check(ctx context.Context) (*Report, error) {
-	r := &Report{}
-	inst, err := c.checkInstall(ctx, r)
-	if err != nil {
-		return nil, err
+// Check runs the checks (or, with Config.Pod, explains the pod) and reports what they found.
+func (c *Checker) Check(ctx context.Context) *Report {
+	c.forget()
+	if c.Config.Wait > 0 {
+		c.deadline = time.Now().Add(c.Config.Wait)
 	}
-	if inst == nil {
-		return r, nil // nothing to check namespaces against
+	if c.Config.Pod != "" {
+		return c.runChecks(ctx, podChecks)
 	}
-	if err := c.checkNamespaces(ctx, r, inst); err != nil {
-		return nil, err
-	}
-	return r, nil
+	return c.runChecks(ctx, catalogue)
 }

@@ -32,34 +32,41 @@ import (
 type install struct {
 	config *admissionregistrationv1.MutatingWebhookConfiguration
 	hook   admissionregistrationv1.MutatingWebhook
+	// index is the webhook's place in config.Webhooks.
+	index int
 	// namespaces selects the namespaces whose pods the webhook sees.
 	namespaces labels.Selector
 	// labelerRole is the labeler's ClusterRole: <configuration name>-labeler.
 	labelerRole string
+	// release and releaseNamespace are the Helm release that installed it; empty for
+	// deploy/'s kustomization.
+	release, releaseNamespace string
 }
-
-const reinstall = "helm upgrade --install habring deploy/helm/habring -n habring-system --create-namespace\n(or kubectl apply -k deploy/ with cert-manager installed)"
 
 // installations finds every MutatingWebhookConfiguration with habring's webhook.
 func (c *Checker) installations(ctx context.Context) ([]*install, error) {
-	list, err := c.Clients.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("list MutatingWebhookConfigurations on %s: %w (this check needs cluster-wide read access)", c.Clients.Host, err)
-	}
-	var found []*install
-	for i := range list.Items {
-		for _, h := range list.Items[i].Webhooks {
-			if h.Name != WebhookName {
-				continue
-			}
-			inst := &install{config: &list.Items[i], hook: h, labelerRole: list.Items[i].Name + "-labeler", namespaces: labels.Nothing()}
-			if sel, err := metav1.LabelSelectorAsSelector(h.NamespaceSelector); err == nil {
-				inst.namespaces = sel
-			}
-			found = append(found, inst)
+	return cached(c, "installations", func() ([]*install, error) {
+		list, err := c.Clients.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, err
 		}
-	}
-	return found, nil
+		var found []*install
+		for i := range list.Items {
+			cfg := &list.Items[i]
+			for j, h := range cfg.Webhooks {
+				if h.Name != WebhookName {
+					continue
+				}
+				inst := &install{config: cfg, hook: h, index: j, labelerRole: cfg.Name + "-labeler", namespaces: labels.Nothing(),
+					release: cfg.Annotations["meta.helm.sh/release-name"], releaseNamespace: cfg.Annotations["meta.helm.sh/release-namespace"]}
+				if sel, err := metav1.LabelSelectorAsSelector(h.NamespaceSelector); err == nil {
+					inst.namespaces = sel
+				}
+				found = append(found, inst)
+			}
+		}
+		return found, nil
+	})
 }
 
 // installation is the first installation found, or nil when habring is not installed.
@@ -71,87 +78,88 @@ func (c *Checker) installation(ctx context.Context) (*install, error) {
 	return found[0], nil
 }
 
-func (c *Checker) checkInstall(ctx context.Context, r *Report) (*install, error) {
-	r.Section("habring-install")
-	found, err := c.installations(ctx)
+func (c *Checker) checkAPI(ctx context.Context, _ *scope) []Finding {
+	v, err := c.Clients.Kube.Discovery().ServerVersionWithContext(ctx)
 	if err != nil {
-		return nil, err
+		return []Finding{problem("the Kubernetes API at %s does not answer: %v", c.Clients.Host, err)}
 	}
-	if len(found) == 0 {
-		r.Fail(reinstall, "no MutatingWebhookConfiguration has the webhook %s: habring is not installed", WebhookName)
-		return nil, nil
+	return []Finding{passed("the Kubernetes API at %s answers (%s)", c.Clients.Host, v.GitVersion)}
+}
+
+func (c *Checker) checkInstalled(ctx context.Context, _ *scope) []Finding {
+	found, err := c.installations(ctx)
+	switch {
+	case err != nil:
+		return []Finding{cannotRead("list", "mutatingwebhookconfigurations", "", err)}
+	case len(found) == 0:
+		return []Finding{problem("no MutatingWebhookConfiguration has the webhook %s: habring is not installed", WebhookName)}
 	}
 	inst := found[0]
-	r.Pass("MutatingWebhookConfiguration %s has the webhook %s", inst.config.Name, WebhookName)
-	if len(found) > 1 {
-		var names []string
-		for _, f := range found[1:] {
-			names = append(names, f.config.Name)
-		}
-		r.Warn("uninstall all but one: helm uninstall <release> -n <namespace>, or kubectl delete mutatingwebhookconfiguration <name>",
-			"%d installations of habring (also %s): each injects the pods the others do; checked %s", len(found), strings.Join(names, ", "), inst.config.Name)
+	by := "no Helm release: deploy/'s kustomization, or applied by hand"
+	if inst.release != "" {
+		by = "Helm release " + inst.release + " in " + inst.releaseNamespace
 	}
-
-	target, secretRef := c.checkEndpoints(ctx, r, inst)
-	c.checkCertificate(ctx, r, inst, target, secretRef)
-
-	h := inst.hook
-	timeout := ptr.Deref(h.TimeoutSeconds, 10)
-	if fp := ptr.Deref(h.FailurePolicy, admissionregistrationv1.Fail); fp == admissionregistrationv1.Fail {
-		r.Pass("failurePolicy Fail, timeoutSeconds %d", timeout)
-	} else {
-		r.Warn("helm upgrade habring deploy/helm/habring --reuse-values --set webhook.failurePolicy=Fail",
-			"failurePolicy %s: a ring pod created while habring is unreachable starts a ring of its own (split brain)", fp)
-	}
-	if _, err := metav1.LabelSelectorAsSelector(h.NamespaceSelector); err != nil {
-		r.Fail(reinstall, "namespaceSelector of %s does not parse: %v", inst.config.Name, err)
-		return nil, nil
-	}
-	r.Pass("the webhook selects namespaces where %s", selectorString(inst.namespaces))
-
-	c.checkLabelerRBAC(ctx, r, inst)
-	return inst, nil
+	return []Finding{passed("MutatingWebhookConfiguration %s has the webhook %s (%s)", inst.config.Name, WebhookName, by)}
 }
 
-func selectorString(s labels.Selector) string {
-	if s.Empty() {
-		return "(every namespace)"
+func (c *Checker) checkSingle(ctx context.Context, _ *scope) []Finding {
+	found, _ := c.installations(ctx)
+	if len(found) < 2 {
+		return []Finding{passed("one installation")}
 	}
-	return s.String()
+	var names []string
+	for _, f := range found[1:] {
+		names = append(names, f.config.Name)
+	}
+	return []Finding{problem("%d installations of habring (also %s): each injects the pods the others do; checked %s",
+		len(found), strings.Join(names, ", "), found[0].config.Name)}
 }
 
-// checkEndpoints checks that the webhook has somewhere to be called: the Service and its
-// ready endpoints. It returns an address to dial for the serving certificate, and the
-// Secret the webhook's pods mount their certificate from, when it can tell.
-func (c *Checker) checkEndpoints(ctx context.Context, r *Report, inst *install) (target string, secret *corev1.SecretReference) {
+// endpoint is where the webhook is called: an address to dial for the serving
+// certificate, and the Secret its pods mount the certificate from, when known.
+type endpoint struct {
+	target  string
+	secret  *corev1.SecretReference
+	finding Finding
+}
+
+func (c *Checker) checkEndpoints(ctx context.Context, _ *scope) []Finding {
+	return []Finding{c.endpoint(ctx).finding}
+}
+
+// endpoint finds the webhook's Service and its ready endpoints, or its URL.
+func (c *Checker) endpoint(ctx context.Context) endpoint {
+	e, _ := cached(c, "endpoint", func() (endpoint, error) {
+		inst, _ := c.installation(ctx)
+		return c.findEndpoint(ctx, inst), nil
+	})
+	return e
+}
+
+func (c *Checker) findEndpoint(ctx context.Context, inst *install) endpoint {
 	cc := inst.hook.ClientConfig
 	if cc.Service == nil {
 		if cc.URL == nil {
-			r.Fail(reinstall, "webhook %s has neither a Service nor a URL", WebhookName)
-			return "", nil
+			return endpoint{finding: problem("webhook %s has neither a Service nor a URL", WebhookName)}
 		}
 		u, err := url.Parse(*cc.URL)
 		if err != nil {
-			r.Fail(reinstall, "webhook URL %q does not parse: %v", *cc.URL, err)
-			return "", nil
+			return endpoint{finding: problem("webhook URL %q does not parse: %v", *cc.URL, err)}
 		}
-		r.Pass("the webhook is called at the URL %s", *cc.URL)
 		host := u.Host
 		if u.Port() == "" {
 			host = net.JoinHostPort(u.Hostname(), "443")
 		}
-		return host, nil
+		return endpoint{target: host, finding: passed("the webhook is called at the URL %s", *cc.URL)}
 	}
 	s := cc.Service
 	ref := s.Namespace + "/" + s.Name
 	svc, err := c.Clients.Kube.CoreV1().Services(s.Namespace).Get(ctx, s.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		r.Fail(reinstall, "the webhook's Service %s does not exist: every pod creation it selects fails", ref)
-		return "", nil
+		return endpoint{finding: problem("the webhook's Service %s does not exist: every pod creation it selects fails", ref)}
 	}
 	if err != nil {
-		r.Fail("check access: kubectl auth can-i get services -n "+s.Namespace, "read Service %s: %v", ref, err)
-		return "", nil
+		return endpoint{finding: cannotRead("get", "services", s.Namespace, err)}
 	}
 	port := ptr.Deref(s.Port, 443)
 	portName := ""
@@ -162,8 +170,7 @@ func (c *Checker) checkEndpoints(ctx context.Context, r *Report, inst *install) 
 	}
 	eps, err := c.Clients.Kube.DiscoveryV1().EndpointSlices(s.Namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + s.Name})
 	if err != nil {
-		r.Fail("check access: kubectl auth can-i list endpointslices -n "+s.Namespace, "list the EndpointSlices of Service %s: %v", ref, err)
-		return "", nil
+		return endpoint{finding: cannotRead("list", "endpointslices", s.Namespace, err)}
 	}
 	var ready []string
 	for _, es := range eps.Items {
@@ -179,16 +186,16 @@ func (c *Checker) checkEndpoints(ctx context.Context, r *Report, inst *install) 
 			}
 		}
 	}
-	fix := fmt.Sprintf("kubectl -n %s get pods -l %s; kubectl -n %s describe pods -l %s",
-		s.Namespace, labels.Set(svc.Spec.Selector), s.Namespace, labels.Set(svc.Spec.Selector))
+	e := endpoint{secret: c.servingSecret(ctx, svc)}
 	if len(ready) == 0 {
-		r.Fail(fix, "Service %s has no ready endpoint on port %d: pod creations the webhook selects fail until one is ready", ref, port)
-	} else {
-		slices.Sort(ready)
-		r.Pass("Service %s has %d ready endpoints (%s)", ref, len(ready), strings.Join(ready, ", "))
-		target = ready[0]
+		e.finding = problem("Service %s has no ready endpoint on port %d: pod creations the webhook selects fail until one is ready", ref, port).
+			with("Selector", labels.Set(svc.Spec.Selector).String())
+		return e
 	}
-	return target, c.servingSecret(ctx, svc)
+	slices.Sort(ready)
+	e.target = ready[0]
+	e.finding = passed("Service %s has %d ready endpoints (%s)", ref, len(ready), strings.Join(ready, ", "))
+	return e
 }
 
 // servingSecret is the Secret the Service's pods mount at the webhook's certificate path.
@@ -215,66 +222,107 @@ func (c *Checker) servingSecret(ctx context.Context, svc *corev1.Service) *corev
 	return nil
 }
 
-// checkCertificate checks that the caBundle verifies the certificate the webhook serves
-// (as presented at target, or else as in its Secret) and that it is not about to expire.
-func (c *Checker) checkCertificate(ctx context.Context, r *Report, inst *install, target string, secret *corev1.SecretReference) {
-	cc := inst.hook.ClientConfig
-	caFix := "cert-manager: kubectl -n cert-manager logs deploy/cert-manager-cainjector (it fills caBundle from cert-manager.io/inject-ca-from)\n" +
-		"without cert-manager: helm upgrade habring deploy/helm/habring --reuse-values --set-file tls.caBundle=<CA PEM file>"
-	pool := x509.NewCertPool()
-	if len(cc.CABundle) == 0 {
-		r.Fail(caFix, "the webhook's caBundle is empty: the API server cannot trust habring, and every pod creation it selects fails")
-		return
+func (c *Checker) checkCABundle(ctx context.Context, _ *scope) []Finding {
+	inst, _ := c.installation(ctx)
+	ca := inst.hook.ClientConfig.CABundle
+	switch {
+	case len(ca) == 0:
+		return []Finding{problem("the webhook's caBundle is empty: the API server cannot trust habring, and every pod creation it selects fails")}
+	case !x509.NewCertPool().AppendCertsFromPEM(ca):
+		return []Finding{problem("the webhook's caBundle holds no PEM certificate")}
 	}
-	if !pool.AppendCertsFromPEM(cc.CABundle) {
-		r.Fail(caFix, "the webhook's caBundle holds no PEM certificate")
-		return
-	}
-	r.Pass("the webhook's caBundle holds a CA certificate")
+	return []Finding{passed("the webhook's caBundle holds a CA certificate")}
+}
 
-	serverName := ""
-	if cc.Service != nil {
-		serverName = cc.Service.Name + "." + cc.Service.Namespace + ".svc"
-	} else if u, err := url.Parse(ptr.Deref(cc.URL, "")); err == nil {
-		serverName = u.Hostname()
+// serving is the certificate chain the webhook serves, where it was read, and the name
+// the API server verifies it for.
+type serving struct {
+	chain             []*x509.Certificate
+	where, serverName string
+}
+
+// serving reads the chain the webhook presents at its endpoint, or else the one in the
+// Secret its pods mount (habring check may run outside the cluster's network).
+func (c *Checker) serving(ctx context.Context) (serving, error) {
+	return cached(c, "serving", func() (serving, error) {
+		inst, _ := c.installation(ctx)
+		cc := inst.hook.ClientConfig
+		s := serving{}
+		if cc.Service != nil {
+			s.serverName = cc.Service.Name + "." + cc.Service.Namespace + ".svc"
+		} else if u, err := url.Parse(ptr.Deref(cc.URL, "")); err == nil {
+			s.serverName = u.Hostname()
+		}
+		e := c.endpoint(ctx)
+		var err error
+		s.chain, s.where, err = c.presented(ctx, e.target, s.serverName)
+		if err != nil && e.secret != nil {
+			s.chain, s.where, err = c.fromSecret(ctx, *e.secret, err)
+		}
+		return s, err
+	})
+}
+
+func (c *Checker) checkServingCertificate(ctx context.Context, _ *scope) []Finding {
+	inst, _ := c.installation(ctx)
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(inst.hook.ClientConfig.CABundle) {
+		return []Finding{skipped("serving certificate not verified: no CA certificate in the caBundle")}
 	}
-	chain, where, err := c.presented(ctx, target, serverName)
-	if err != nil && secret != nil {
-		chain, where, err = c.fromSecret(ctx, *secret, err)
-	}
+	s, err := c.serving(ctx)
 	if err != nil {
-		r.Skip("serving certificate not checked: %v", err)
-		return
+		return []Finding{skipped("serving certificate not checked: %v", err)}
 	}
-	leaf := chain[0]
 	inter := x509.NewCertPool()
-	for _, ic := range chain[1:] {
+	for _, ic := range s.chain[1:] {
 		inter.AddCert(ic)
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: serverName, CurrentTime: c.Now(),
+	if _, err := s.chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: s.serverName, CurrentTime: c.Now(),
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-		r.Fail(caFix, "the caBundle does not verify the serving certificate %s for %s: %v", where, serverName, err)
-	} else {
-		r.Pass("the caBundle verifies the serving certificate %s for %s", where, serverName)
+		return []Finding{problem("the caBundle does not verify the serving certificate %s for %s: %v", s.where, s.serverName, err)}
 	}
-	left := leaf.NotAfter.Sub(c.Now())
-	certFix := "cert-manager: kubectl -n " + leafNamespace(cc) + " describe certificate (is it Ready? renewal failing?)\n" +
-		"without cert-manager: replace the Secret's tls.crt and tls.key; the webhook reloads them"
-	switch {
+	return []Finding{passed("the caBundle verifies the serving certificate %s for %s", s.where, s.serverName)}
+}
+
+func (c *Checker) checkCertificateValidity(ctx context.Context, _ *scope) []Finding {
+	s, err := c.serving(ctx)
+	if err != nil {
+		return []Finding{skipped("serving certificate's validity not checked: %v", err)}
+	}
+	leaf := s.chain[0]
+	switch left := leaf.NotAfter.Sub(c.Now()); {
 	case left <= 0:
-		r.Fail(certFix, "the serving certificate expired at %s", leaf.NotAfter.UTC().Format(time.RFC3339))
+		return []Finding{problem("the serving certificate expired at %s", leaf.NotAfter.UTC().Format(time.RFC3339))}
 	case left < c.Config.MinCertValidity:
-		r.Fail(certFix, "the serving certificate expires in %s (at %s), under --min-cert-validity %s", left.Round(time.Minute), leaf.NotAfter.UTC().Format(time.RFC3339), c.Config.MinCertValidity)
+		return []Finding{problem("the serving certificate expires in %s (at %s), under --min-cert-validity %s",
+			left.Round(time.Minute), leaf.NotAfter.UTC().Format(time.RFC3339), c.Config.MinCertValidity)}
 	default:
-		r.Pass("the serving certificate is valid until %s (%d days)", leaf.NotAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
+		return []Finding{passed("the serving certificate is valid until %s (%d days)", leaf.NotAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))}
 	}
 }
 
-func leafNamespace(cc admissionregistrationv1.WebhookClientConfig) string {
-	if cc.Service != nil {
-		return cc.Service.Namespace
+func (c *Checker) checkFailurePolicy(ctx context.Context, _ *scope) []Finding {
+	inst, _ := c.installation(ctx)
+	h := inst.hook
+	if fp := ptr.Deref(h.FailurePolicy, admissionregistrationv1.Fail); fp != admissionregistrationv1.Fail {
+		return []Finding{problem("failurePolicy %s: a ring pod created while habring is unreachable starts a ring of its own (split brain)", fp)}
 	}
-	return "<namespace>"
+	return []Finding{passed("failurePolicy Fail, timeoutSeconds %d", ptr.Deref(h.TimeoutSeconds, 10))}
+}
+
+func (c *Checker) checkNamespaceSelector(ctx context.Context, _ *scope) []Finding {
+	inst, _ := c.installation(ctx)
+	if _, err := metav1.LabelSelectorAsSelector(inst.hook.NamespaceSelector); err != nil {
+		return []Finding{problem("namespaceSelector of %s does not parse: %v", inst.config.Name, err)}
+	}
+	return []Finding{passed("the webhook selects namespaces where %s", selectorString(inst.namespaces))}
+}
+
+func selectorString(s labels.Selector) string {
+	if s.Empty() {
+		return "(every namespace)"
+	}
+	return s.String()
 }
 
 // presented dials target and returns the chain the webhook presents for serverName.
@@ -322,30 +370,52 @@ func (c *Checker) fromSecret(ctx context.Context, ref corev1.SecretReference, di
 	return chain, fmt.Sprintf("in Secret %s/%s (not reachable from here: %v)", ref.Namespace, ref.Name, dialErr), nil
 }
 
-func (c *Checker) checkLabelerRBAC(ctx context.Context, r *Report, inst *install) {
-	kube := c.Clients.Kube
-	role, err := kube.RbacV1().ClusterRoles().Get(ctx, inst.labelerRole, metav1.GetOptions{})
+// labelerRole is the labeler's ClusterRole, read once for its three checks.
+func (c *Checker) labelerRole(ctx context.Context) (*install, *rbacv1.ClusterRole, error) {
+	inst, _ := c.installation(ctx)
+	role, err := cached(c, "labeler-role", func() (*rbacv1.ClusterRole, error) {
+		return c.Clients.Kube.RbacV1().ClusterRoles().Get(ctx, inst.labelerRole, metav1.GetOptions{})
+	})
+	return inst, role, err
+}
+
+func (c *Checker) checkLabelerRole(ctx context.Context, _ *scope) []Finding {
+	inst, role, err := c.labelerRole(ctx)
 	switch {
 	case err != nil:
-		r.Fail(reinstall+"\n(Helm: labeler.rbac=true)", "labeler ClusterRole %s: %v", inst.labelerRole, reason(err))
+		return []Finding{problem("labeler ClusterRole %s: %v", inst.labelerRole, reason(err))}
 	case !grants(role.Rules, "", "pods", "patch") || !grants(role.Rules, "coordination.k8s.io", "leases", "update"):
-		r.Fail(reinstall, "labeler ClusterRole %s does not grant patch on pods and update on leases: the labeler cannot label its pod", inst.labelerRole)
-	default:
-		var warned bool
-		if !grants(role.Rules, "coordination.k8s.io", "leases", "list") || !grants(role.Rules, "coordination.k8s.io", "leases", "watch") {
-			r.Warn(reinstall, "labeler ClusterRole %s does not grant list and watch on leases: a new leader's labeler waits out a dead holder's Lease in full, and each labeler retries its watch and counts it failed", inst.labelerRole)
-			warned = true
-		}
-		if !grants(role.Rules, "", "events", "create") {
-			r.Warn(reinstall, "labeler ClusterRole %s does not grant create on events: the labelers' Events (and this check's view of their denials) are missing", inst.labelerRole)
-			warned = true
-		}
-		if !warned {
-			r.Pass("labeler ClusterRole %s", inst.labelerRole)
-		}
+		return []Finding{problem("labeler ClusterRole %s does not grant patch on pods and update on leases: the labeler cannot label its pod", inst.labelerRole)}
 	}
-	var missing []string
-	var names []string
+	return []Finding{passed("labeler ClusterRole %s", inst.labelerRole)}
+}
+
+func (c *Checker) checkLabelerRoleWatch(ctx context.Context, _ *scope) []Finding {
+	inst, role, err := c.labelerRole(ctx)
+	switch {
+	case err != nil:
+		return []Finding{skipped("labeler ClusterRole %s: %v", inst.labelerRole, reason(err))}
+	case !grants(role.Rules, "coordination.k8s.io", "leases", "list") || !grants(role.Rules, "coordination.k8s.io", "leases", "watch"):
+		return []Finding{problem("labeler ClusterRole %s does not grant list and watch on leases: a new leader's labeler waits out a dead holder's Lease in full, and each labeler retries its watch and counts it failed", inst.labelerRole)}
+	}
+	return []Finding{passed("labeler ClusterRole %s grants list and watch on leases", inst.labelerRole)}
+}
+
+func (c *Checker) checkLabelerRoleEvents(ctx context.Context, _ *scope) []Finding {
+	inst, role, err := c.labelerRole(ctx)
+	switch {
+	case err != nil:
+		return []Finding{skipped("labeler ClusterRole %s: %v", inst.labelerRole, reason(err))}
+	case !grants(role.Rules, "", "events", "create"):
+		return []Finding{problem("labeler ClusterRole %s does not grant create on events: the labelers' Events (and this check's view of their denials) are missing", inst.labelerRole)}
+	}
+	return []Finding{passed("labeler ClusterRole %s grants create on events", inst.labelerRole)}
+}
+
+func (c *Checker) checkLabelerPolicies(ctx context.Context, _ *scope) []Finding {
+	inst, _ := c.installation(ctx)
+	kube := c.Clients.Kube
+	var missing, names []string
 	for _, suffix := range []string{"-labeler-own-role-only", "-labeler-own-lease-only"} {
 		name := inst.config.Name + suffix
 		names = append(names, name)
@@ -357,10 +427,9 @@ func (c *Checker) checkLabelerRBAC(ctx context.Context, r *Report, inst *install
 		}
 	}
 	if len(missing) > 0 {
-		r.Fail(reinstall+"\n(Helm: labeler.policy=true)", "labeler policy incomplete, a ring pod's credentials could change more than its own role label: %s", strings.Join(missing, "; "))
-		return
+		return []Finding{problem("labeler policy incomplete, a ring pod's credentials could change more than its own role label: %s", strings.Join(missing, "; "))}
 	}
-	r.Pass("labeler policies %s, bound", strings.Join(names, ", "))
+	return []Finding{passed("labeler policies %s, bound", strings.Join(names, ", "))}
 }
 
 func reason(err error) string {
@@ -391,8 +460,8 @@ func (c *Checker) webhookOptions(ctx context.Context) (patch.Options, string) {
 	defaults := func(why string) (patch.Options, string) {
 		return opts, "with the default options (--max-peers " + strconv.Itoa(contract.DefaultMaxPeers) + ", --cluster-domain " + patch.DefaultClusterDomain + "): " + why
 	}
-	inst, err := c.installation(ctx)
-	if err != nil || inst == nil || inst.hook.ClientConfig.Service == nil {
+	inst, _ := c.installation(ctx)
+	if inst == nil || inst.hook.ClientConfig.Service == nil {
 		return defaults("the webhook's pod is not known (no installation, or one called at a URL)")
 	}
 	svc := inst.hook.ClientConfig.Service

@@ -1,16 +1,17 @@
 package check
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,34 +21,82 @@ import (
 	"github.com/habring/habring/internal/patch"
 )
 
-// checkNamespaces checks each namespace the webhook selects (or only --namespace).
-func (c *Checker) checkNamespaces(ctx context.Context, r *Report, inst *install) error {
-	kube := c.Clients.Kube
-	var nss []corev1.Namespace
-	if c.Config.Namespace != "" {
-		ns, err := kube.CoreV1().Namespaces().Get(ctx, c.Config.Namespace, metav1.GetOptions{})
-		if err != nil {
-			return fmt.Errorf("namespace %s: %w", c.Config.Namespace, err)
+// namespaces are the namespaces checked: --namespace, or every one the webhook selects.
+func (c *Checker) namespaces(ctx context.Context) ([]corev1.Namespace, error) {
+	return cached(c, "namespaces", func() ([]corev1.Namespace, error) {
+		kube := c.Clients.Kube
+		if c.Config.Namespace != "" {
+			ns, err := kube.CoreV1().Namespaces().Get(ctx, c.Config.Namespace, metav1.GetOptions{})
+			if err != nil {
+				return nil, err
+			}
+			return []corev1.Namespace{*ns}, nil
 		}
-		nss = []corev1.Namespace{*ns}
-	} else {
+		inst, _ := c.installation(ctx)
 		list, err := kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: inst.namespaces.String()})
 		if err != nil {
-			return fmt.Errorf("list namespaces: %w", err)
+			return nil, err
 		}
-		nss = list.Items
+		return list.Items, nil
+	})
+}
+
+func (c *Checker) checkNamespacesSelected(ctx context.Context, _ *scope) []Finding {
+	nss, err := c.namespaces(ctx)
+	inst, _ := c.installation(ctx)
+	switch {
+	case apierrors.IsNotFound(err):
+		return []Finding{problem("namespace %s does not exist", c.Config.Namespace).with("Missing", "true")}
+	case err != nil && c.Config.Namespace != "":
+		return []Finding{cannotRead("get", "namespaces", "", err)}
+	case err != nil:
+		return []Finding{cannotRead("list", "namespaces", "", err)}
+	case c.Config.Namespace != "":
+		return []Finding{passed("checking namespace %s only (--namespace)", c.Config.Namespace)}
+	case len(nss) == 0:
+		return []Finding{problem("no namespace is selected by the webhook (%s): habring injects no pod", selectorString(inst.namespaces))}
 	}
-	if len(nss) == 0 {
-		r.Section("namespaces")
-		r.Warn("kubectl label namespace <namespace> habitat.sh/inject=enabled", "no namespace is selected by the webhook (%s): habring injects no pod", selectorString(inst.namespaces))
-		return nil
+	names := make([]string, len(nss))
+	for i, ns := range nss {
+		names[i] = ns.Name
 	}
-	for i := range nss {
-		if err := c.checkNamespace(ctx, r, inst, &nss[i]); err != nil {
-			return err
+	return []Finding{passed("%d namespaces selected by the webhook: %s", len(nss), strings.Join(names, ", "))}
+}
+
+func (c *Checker) namespaceScopes(ctx context.Context) []*scope {
+	nss, _ := c.namespaces(ctx)
+	out := make([]*scope, len(nss))
+	for i, ns := range nss {
+		out[i] = &scope{heading: "namespace " + ns.Name, ns: ns.Name}
+	}
+	return out
+}
+
+// ringScopes are the rings of every namespace checked, by their pods with habitat.sh/status: injected.
+func (c *Checker) ringScopes(ctx context.Context) []*scope {
+	nss, _ := c.namespaces(ctx)
+	var out []*scope
+	for _, ns := range nss {
+		d, err := c.namespaceData(ctx, ns.Name)
+		if err != nil {
+			continue
+		}
+		for _, ring := range slices.Sorted(maps.Keys(d.rings)) {
+			out = append(out, &scope{heading: "ring " + ns.Name + "/" + ring, ns: ns.Name, ring: ring})
 		}
 	}
-	return nil
+	return out
+}
+
+func (c *Checker) checkNamespaceInjection(ctx context.Context, s *scope) []Finding {
+	inst, _ := c.installation(ctx)
+	nss, _ := c.namespaces(ctx)
+	for _, ns := range nss {
+		if ns.Name == s.ns && !inst.namespaces.Matches(labels.Set(ns.Labels)) {
+			return []Finding{problem("namespace %s is not selected by the webhook (%s): its pods are not injected", s.ns, selectorString(inst.namespaces))}
+		}
+	}
+	return []Finding{passed("the webhook selects namespace %s", s.ns)}
 }
 
 // ringWorkload is a StatefulSet or Deployment whose pods join a ring.
@@ -56,57 +105,81 @@ type ringWorkload struct {
 	selector         labels.Selector
 }
 
-func (c *Checker) checkNamespace(ctx context.Context, r *Report, inst *install, ns *corev1.Namespace) error {
-	r.Section("namespace " + ns.Name)
-	kube := c.Clients.Kube
-	if !inst.namespaces.Matches(labels.Set(ns.Labels)) {
-		r.Fail("kubectl label namespace "+ns.Name+" habitat.sh/inject=enabled",
-			"namespace %s is not selected by the webhook (%s): its pods are not injected", ns.Name, selectorString(inst.namespaces))
-	}
-	workloads, err := c.ringWorkloads(ctx, ns.Name)
-	if err != nil {
-		return err
-	}
-	podList, err := kube.CoreV1().Pods(ns.Name).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return fmt.Errorf("list pods in %s: %w", ns.Name, err)
-	}
-	if len(workloads) == 0 {
-		r.Pass("no StatefulSet or Deployment in %s has the %s annotation", ns.Name, contract.AnnotationRing)
-		return nil
-	}
-	c.checkRoleBinding(ctx, r, inst, ns.Name, podList.Items)
-	c.checkLabelerDenials(ctx, r, ns.Name, podList.Items)
+// namespaceData is what one list each of StatefulSets, Deployments and pods tells of a
+// namespace's rings.
+type namespaceData struct {
+	workloads []ringWorkload
+	pods      []corev1.Pod
+	// rings are the injected pods of each ring; leftOut the pods of ring workloads that are not injected.
+	rings   map[string][]*corev1.Pod
+	leftOut []workloadPod
+}
 
-	rings := map[string][]*corev1.Pod{}
-	for _, w := range workloads {
-		for i := range podList.Items {
-			p := &podList.Items[i]
-			if !w.selector.Matches(labels.Set(p.Labels)) || p.DeletionTimestamp != nil {
-				continue
-			}
-			if patch.Injected(p) {
-				rings[w.ring] = append(rings[w.ring], p)
-				continue
-			}
-			c.notInjected(ctx, r, ns.Name, w, p)
+type workloadPod struct {
+	w ringWorkload
+	p *corev1.Pod
+}
+
+func (c *Checker) namespaceData(ctx context.Context, ns string) (*namespaceData, error) {
+	return cached(c, "namespace/"+ns, func() (*namespaceData, error) {
+		workloads, err := c.ringWorkloads(ctx, ns)
+		if err != nil {
+			return nil, err
 		}
+		pods, err := c.Clients.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, readError{"list", "pods", err}
+		}
+		d := &namespaceData{workloads: workloads, pods: pods.Items, rings: map[string][]*corev1.Pod{}}
+		for _, w := range workloads {
+			for i := range d.pods {
+				p := &d.pods[i]
+				switch {
+				case !w.selector.Matches(labels.Set(p.Labels)) || p.DeletionTimestamp != nil:
+				case patch.Injected(p):
+					d.rings[w.ring] = append(d.rings[w.ring], p)
+				default:
+					d.leftOut = append(d.leftOut, workloadPod{w, p})
+				}
+			}
+		}
+		return d, nil
+	})
+}
+
+// readError is a list the API server refused or failed, for the hint's kubectl auth can-i.
+type readError struct {
+	verb, resource string
+	err            error
+}
+
+func (e readError) Error() string { return e.verb + " " + e.resource + ": " + e.err.Error() }
+
+func (c *Checker) checkRingWorkloads(ctx context.Context, s *scope) []Finding {
+	d, err := c.namespaceData(ctx, s.ns)
+	var re readError
+	if errors.As(err, &re) {
+		return []Finding{cannotRead(re.verb, re.resource, s.ns, re.err)}
 	}
-	for _, name := range slices.Sorted(maps.Keys(rings)) {
-		c.checkRing(ctx, r, ns.Name, name, rings[name])
+	if len(d.workloads) == 0 {
+		return []Finding{passed("no StatefulSet or Deployment in %s has the %s annotation", s.ns, contract.AnnotationRing)}
 	}
-	return nil
+	names := make([]string, len(d.workloads))
+	for i, w := range d.workloads {
+		names[i] = fmt.Sprintf("%s %s (ring %s)", w.kind, w.name, w.ring)
+	}
+	return []Finding{passed("%d workloads with the %s annotation: %s", len(names), contract.AnnotationRing, strings.Join(names, ", "))}
 }
 
 func (c *Checker) ringWorkloads(ctx context.Context, ns string) ([]ringWorkload, error) {
 	kube := c.Clients.Kube
 	sts, err := kube.AppsV1().StatefulSets(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("list statefulsets in %s: %w", ns, err)
+		return nil, readError{"list", "statefulsets", err}
 	}
 	deps, err := kube.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("list deployments in %s: %w", ns, err)
+		return nil, readError{"list", "deployments", err}
 	}
 	var out []ringWorkload
 	add := func(kind string, m metav1.ObjectMeta, tmpl corev1.PodTemplateSpec, sel *metav1.LabelSelector) {
@@ -130,50 +203,50 @@ func (c *Checker) ringWorkloads(ctx context.Context, ns string) ([]ringWorkload,
 }
 
 // checkRoleBinding checks that every service account of a pod with the labeler sidecar
-// is bound to the labeler's ClusterRole in ns.
-func (c *Checker) checkRoleBinding(ctx context.Context, r *Report, inst *install, ns string, pods []corev1.Pod) {
-	rbs, err := c.Clients.Kube.RbacV1().RoleBindings(ns).List(ctx, metav1.ListOptions{})
+// is bound to the labeler's ClusterRole in the namespace.
+func (c *Checker) checkRoleBinding(ctx context.Context, s *scope) []Finding {
+	inst, _ := c.installation(ctx)
+	d, err := c.namespaceData(ctx, s.ns)
 	if err != nil {
-		r.Skip("labeler RoleBinding not checked: list rolebindings in %s: %v", ns, err)
-		return
+		return []Finding{skipped("labeler RoleBinding not checked: %v", err)}
+	}
+	rbs, err := c.Clients.Kube.RbacV1().RoleBindings(s.ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return []Finding{cannotRead("list", "rolebindings", s.ns, err)}
 	}
 	bound := map[string]string{} // service account → RoleBinding
 	for _, rb := range rbs.Items {
 		if rb.RoleRef.Kind != "ClusterRole" || rb.RoleRef.Name != inst.labelerRole {
 			continue
 		}
-		for _, s := range rb.Subjects {
-			if s.Kind == "ServiceAccount" && (s.Namespace == "" || s.Namespace == ns) {
-				bound[s.Name] = rb.Name
+		for _, sub := range rb.Subjects {
+			if sub.Kind == "ServiceAccount" && (sub.Namespace == "" || sub.Namespace == s.ns) {
+				bound[sub.Name] = rb.Name
 			}
 		}
 	}
 	need := map[string]bool{}
-	for i := range pods {
-		if hasLabeler(&pods[i]) {
-			sa := pods[i].Spec.ServiceAccountName
-			if sa == "" {
-				sa = "default"
-			}
-			need[sa] = true
+	for i := range d.pods {
+		if hasLabeler(&d.pods[i]) {
+			need[cmp.Or(d.pods[i].Spec.ServiceAccountName, "default")] = true
 		}
 	}
 	if len(need) == 0 {
 		if len(bound) == 0 {
-			r.Pass("no pod in %s runs the labeler sidecar; no RoleBinding to %s needed yet", ns, inst.labelerRole)
-		} else {
-			r.Pass("RoleBinding to %s for %s", inst.labelerRole, strings.Join(slices.Sorted(maps.Keys(bound)), ", "))
+			return []Finding{passed("no pod in %s runs the labeler sidecar; no RoleBinding to %s needed yet", s.ns, inst.labelerRole)}
 		}
-		return
+		return []Finding{passed("RoleBinding to %s for %s", inst.labelerRole, strings.Join(slices.Sorted(maps.Keys(bound)), ", "))}
 	}
+	var out []Finding
 	for _, sa := range slices.Sorted(maps.Keys(need)) {
 		if rb, ok := bound[sa]; ok {
-			r.Pass("RoleBinding %s binds %s to service account %s, whose pods run the labeler", rb, inst.labelerRole, sa)
+			out = append(out, passed("RoleBinding %s binds %s to service account %s, whose pods run the labeler", rb, inst.labelerRole, sa))
 			continue
 		}
-		r.Fail(fmt.Sprintf("kubectl -n %s create rolebinding habring-labeler-%s --clusterrole=%s --serviceaccount=%s:%s", ns, sa, inst.labelerRole, ns, sa),
-			"service account %s runs the labeler sidecar in %s but no RoleBinding grants it %s: the leader is never labelled", sa, ns, inst.labelerRole)
+		out = append(out, problem("service account %s runs the labeler sidecar in %s but no RoleBinding grants it %s: the leader is never labelled", sa, s.ns, inst.labelerRole).
+			with("ServiceAccount", sa, "Role", inst.labelerRole))
 	}
+	return out
 }
 
 // deniedWithin is how recent a labeler's HabringDenied Event must be to fail the check: the
@@ -181,18 +254,21 @@ func (c *Checker) checkRoleBinding(ctx context.Context, r *Report, inst *install
 // on, and HabringAllowed when its requests succeed again.
 const deniedWithin = 10 * time.Minute
 
-// checkLabelerDenials fails for every pod of ns whose labeler the API server has denied
-// lately, from their HabringDenied Events (one list for the namespace), with the fix the
-// labeler named.
-func (c *Checker) checkLabelerDenials(ctx context.Context, r *Report, ns string, pods []corev1.Pod) {
-	events, err := c.Clients.Kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "source=" + labeler.EventComponent})
+// checkLabelerDenials fails for every pod of the namespace whose labeler the API server has
+// denied lately, from their HabringDenied Events (one list for the namespace), with the
+// fix the labeler named.
+func (c *Checker) checkLabelerDenials(ctx context.Context, s *scope) []Finding {
+	d, err := c.namespaceData(ctx, s.ns)
 	if err != nil {
-		r.Skip("labelers' denials not checked: list events in %s: %v", ns, err)
-		return
+		return []Finding{skipped("labelers' denials not checked: %v", err)}
+	}
+	events, err := c.Clients.Kube.CoreV1().Events(s.ns).List(ctx, metav1.ListOptions{FieldSelector: "source=" + labeler.EventComponent})
+	if err != nil {
+		return []Finding{cannotRead("list", "events", s.ns, err)}
 	}
 	byUID := map[types.UID]*corev1.Pod{}
-	for i := range pods {
-		byUID[pods[i].UID] = &pods[i]
+	for i := range d.pods {
+		byUID[d.pods[i].UID] = &d.pods[i]
 	}
 	allowed := map[types.UID]time.Time{} // a pod's labeler said its requests succeed again
 	for _, e := range events.Items {
@@ -200,7 +276,7 @@ func (c *Checker) checkLabelerDenials(ctx context.Context, r *Report, ns string,
 			allowed[e.InvolvedObject.UID] = lastSeen(&e)
 		}
 	}
-	denied := 0
+	var out []Finding
 	for _, e := range events.Items {
 		p, ok := byUID[e.InvolvedObject.UID]
 		last := lastSeen(&e)
@@ -208,15 +284,14 @@ func (c *Checker) checkLabelerDenials(ctx context.Context, r *Report, ns string,
 			!allowed[e.InvolvedObject.UID].Before(last) {
 			continue
 		}
-		denied++
 		msg, fix, _ := strings.Cut(e.Message, ". Fix: ")
-		r.Fail(fix+"\nthe labeler's log: kubectl -n "+ns+" logs "+p.Name+" -c "+contract.LabelerContainerName,
-			"ring %s: the labeler of pod %s is denied (%d times, last %s ago): %s", p.Labels[contract.LabelRing], p.Name, max(e.Count, 1),
-			c.Now().Sub(last).Round(time.Second), msg)
+		out = append(out, problem("ring %s: the labeler of pod %s is denied (%d times, last %s ago): %s", p.Labels[contract.LabelRing], p.Name, max(e.Count, 1),
+			c.Now().Sub(last).Round(time.Second), msg).with("Pod", p.Name, "Fix", fix))
 	}
-	if denied == 0 {
-		r.Pass("no HabringDenied Event from a labeler in %s in the last %s", ns, deniedWithin)
+	if len(out) == 0 {
+		return []Finding{passed("no HabringDenied Event from a labeler in %s in the last %s", s.ns, deniedWithin)}
 	}
+	return out
 }
 
 // lastSeen is when an Event last happened, in whichever field its writer filled.
@@ -239,155 +314,36 @@ func hasLabeler(p *corev1.Pod) bool {
 	return false
 }
 
-// notInjected reports a ring workload's pod without habitat.sh/status: injected, and why,
-// by asking patch.Injector.Admit what the webhook would do with it now.
-func (c *Checker) notInjected(ctx context.Context, r *Report, ns string, w ringWorkload, p *corev1.Pod) {
-	why, fix, status := c.explain(ctx, ns, p)
-	msg := fmt.Sprintf("pod %s (%s %s, ring %s) is not injected: %s", p.Name, w.kind, w.name, w.ring, why)
-	if status == Warn {
-		r.Warn(fix, "%s", msg)
-		return
-	}
-	r.Fail(fix, "%s", msg)
+// checkPodsInjected fails for each pod of a ring workload that is not injected although
+// the webhook would inject it now, or denies it.
+func (c *Checker) checkPodsInjected(ctx context.Context, s *scope) []Finding {
+	return c.leftOutPods(ctx, s, false)
 }
 
-// checkRing reports a ring's members, and per service group its dead members and the
-// pods labelled leader, from one member's census read through the API server.
-func (c *Checker) checkRing(ctx context.Context, r *Report, ns, ring string, pods []*corev1.Pod) {
-	ready := 0
-	byIP := map[string]*corev1.Pod{}
-	for _, p := range pods {
-		if podReady(p) {
-			ready++
-		}
-		if p.Status.PodIP != "" {
-			byIP[p.Status.PodIP] = p
-		}
-	}
-	// What the webhook gives a new pod as peers: the ready endpoints of the ring's
-	// Services, from the same caches.
-	members := "its live members not known"
-	if m, err := c.liveMembers(ctx, ns, ring); err == nil {
-		members = fmt.Sprintf("%d live members (ready endpoints of Services labelled %s=%s) for the webhook to give new pods as peers", m, contract.LabelRing, ring)
-	}
-	r.Pass("ring %s: %d pods injected, %d ready; %s", ring, len(pods), ready, members)
+// checkPodsLeftOut warns for each pod of a ring workload left out of its ring by choice.
+func (c *Checker) checkPodsLeftOut(ctx context.Context, s *scope) []Finding {
+	return c.leftOutPods(ctx, s, true)
+}
 
-	census, from, err := c.census(ctx, pods)
+func (c *Checker) leftOutPods(ctx context.Context, s *scope, byChoice bool) []Finding {
+	d, err := c.namespaceData(ctx, s.ns)
 	if err != nil {
-		r.Skip("ring %s: service groups not checked: %v", ring, err)
-		c.leadersByWorkload(r, ring, pods)
-		return
+		return []Finding{skipped("ring pods not checked: %v", err)}
 	}
-	for _, g := range slices.Sorted(maps.Keys(census.Groups)) {
-		group := census.Groups[g]
-		q := labeler.QuorumOf(group)
-		if dead := labeler.DepartCommands(group); len(dead) > 0 {
-			r.Fail(fmt.Sprintf("if they are gone for good, from any Supervisor of the ring (kubectl -n %s exec %s -- ...):\n%s", ns, from, strings.Join(dead, "\n")),
-				"ring %s, group %s: %d dead members still count against its quorum (margin %d; %d alive) until they depart or for 72 hours",
-				ring, g, len(dead), q.Margin(), q.Alive)
-		} else {
-			r.Pass("ring %s, group %s: %d alive, %d suspect, no dead member (quorum margin %d)", ring, g, q.Alive, q.Suspect, q.Margin())
-		}
-		var leaders []string
-		for _, m := range group.Population {
-			if p, ok := byIP[m.Sys.IP]; ok && p.Labels[contract.LabelRole] == contract.RoleLeader {
-				leaders = append(leaders, p.Name)
-			}
-		}
-		slices.Sort(leaders)
-		c.leaders(r, ns, fmt.Sprintf("ring %s, group %s", ring, g), group.LeaderID != nil, leaders)
-	}
-}
-
-// leadersByWorkload is the leader check when no census can be read: pods labelled
-// leader counted per workload (a service group is one workload's pods).
-func (c *Checker) leadersByWorkload(r *Report, ring string, pods []*corev1.Pod) {
-	by := map[string][]string{}
-	ns := ""
-	for _, p := range pods {
-		ns = p.Namespace
-		if p.Labels[contract.LabelRole] == contract.RoleLeader {
-			o, _ := patch.OwnerOf(p)
-			by[o.Kind+" "+o.Name] = append(by[o.Kind+" "+o.Name], p.Name)
-		}
-	}
-	for _, w := range slices.Sorted(maps.Keys(by)) {
-		slices.Sort(by[w])
-		c.leaders(r, ns, fmt.Sprintf("ring %s, %s", ring, w), true, by[w])
-	}
-}
-
-func (c *Checker) leaders(r *Report, ns, what string, elected bool, leaders []string) {
-	switch {
-	case len(leaders) > 1:
-		r.Fail(fmt.Sprintf("which labeler holds the Lease: kubectl -n %s get leases; its log: kubectl -n %s logs <pod> -c %s\nlabels set by hand: kubectl -n %s label pod %s %s-",
-			ns, ns, contract.LabelerContainerName, ns, strings.Join(leaders, " "), contract.LabelRole),
-			"%s: %d pods labelled %s=%s (%s): a Service selecting the leader sends writes to more than one",
-			what, len(leaders), contract.LabelRole, contract.RoleLeader, strings.Join(leaders, ", "))
-	case len(leaders) == 1:
-		r.Pass("%s: one pod labelled leader, %s", what, leaders[0])
-	case elected:
-		r.Pass("%s: no pod labelled leader", what)
-	default:
-		r.Pass("%s: no leader elected, none labelled", what)
-	}
-}
-
-// liveMembers counts the ring's live members as admission sees them: the webhook's own
-// cache (ready endpoints of the ring's EndpointSlices, terminating pods left out, each
-// address once).
-func (c *Checker) liveMembers(ctx context.Context, ns, ring string) (int, error) {
-	src, err := c.source(ctx)
-	if err != nil {
-		return 0, err
-	}
-	r, err := src.Ring(ctx, ns, ring)
-	if err != nil {
-		return 0, err
-	}
-	return len(contract.LiveMembers("", r)), nil
-}
-
-// census reads GET /census from the first ready pod of the ring whose Supervisor gateway
-// answers through the API server's pod proxy.
-func (c *Checker) census(ctx context.Context, pods []*corev1.Pod) (*labeler.Census, string, error) {
-	var errs []error
-	for _, p := range pods {
-		if !podReady(p) {
+	var out []Finding
+	for _, wp := range d.leftOut {
+		e := c.explain(ctx, s.ns, wp.p)
+		if e.byChoice != byChoice {
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, c.Config.Timeout)
-		body, err := c.Clients.Kube.CoreV1().Pods(p.Namespace).ProxyGet("http", p.Name, strconv.Itoa(contract.GatewayPort), "census", nil).DoRaw(cctx)
-		cancel()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", p.Name, err))
-			if len(errs) == 2 {
-				break // the gateway is not reachable this way (auth token, network): stop asking
-			}
-			continue
-		}
-		census, err := labeler.DecodeCensus(body)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", p.Name, err))
-			continue
-		}
-		return census, p.Name, nil
+		f := e.finding(fmt.Sprintf("pod %s (%s %s, ring %s) is not injected: ", wp.p.Name, wp.w.kind, wp.w.name, wp.w.ring))
+		out = append(out, f.with("Pod", wp.p.Name))
 	}
-	if len(errs) == 0 {
-		return nil, "", errors.New("no ready pod to read a census from")
+	if len(out) > 0 {
+		return out
 	}
-	msgs := make([]string, len(errs))
-	for i, e := range errs {
-		msgs[i] = e.Error()
+	if byChoice {
+		return []Finding{passed("no pod of a ring workload in %s is left out by choice", s.ns)}
 	}
-	return nil, "", fmt.Errorf("no Supervisor census through the API server's pod proxy: %s", strings.Join(msgs, "; "))
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
+	return []Finding{passed("every pod of a ring workload in %s is injected, or would be left alone", s.ns)}
 }

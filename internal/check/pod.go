@@ -15,92 +15,144 @@ import (
 	"github.com/habring/habring/internal/patch"
 )
 
-// ExplainPod says why the pod ns/name was or was not injected: from its annotations when
-// it was, else from patch.Injector.Admit (the webhook's own decision) on the cluster as it is now.
-func (c *Checker) ExplainPod(ctx context.Context, ns, name string) (*Report, error) {
-	r := &Report{}
-	r.Section("pod " + ns + "/" + name)
-	p, err := c.Clients.Kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		r.Fail("kubectl -n "+ns+" get pods", "pod %s/%s does not exist", ns, name)
-		return r, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read pod %s/%s: %w", ns, name, err)
-	}
-	if patch.Injected(p) {
-		peers := p.Annotations[contract.AnnotationPeers]
-		if contract.Bootstraps(p.Annotations) {
-			peers = "none: it bootstraps the ring"
-		}
-		r.Pass("injected by habring into ring %s, peers %s (%s)", p.Labels[contract.LabelRing], peers, p.Annotations[contract.AnnotationPeersReason])
-		if role, ok := p.Labels[contract.LabelRole]; ok {
-			r.Pass("labelled %s=%s by its labeler", contract.LabelRole, role)
-		}
-		return r, nil
-	}
-	why, fix, status := c.explain(ctx, ns, p)
-	r.add(status, fix, "not injected: %s", why)
-	return r, nil
+// podScope is --pod's one pod.
+func (c *Checker) podScope(context.Context) []*scope {
+	ns, name, _ := strings.Cut(c.Config.Pod, "/")
+	return []*scope{{heading: "pod " + ns + "/" + name, ns: ns, pod: name}}
 }
 
-// explain says why pod p in ns carries no habitat.sh/status: injected, what fixes it,
-// and whether that is a failure (Warn for a deliberate opt-out or a pod outside any ring).
-func (c *Checker) explain(ctx context.Context, ns string, p *corev1.Pod) (why, fix string, status Status) {
-	recreate := "kubectl -n " + ns + " delete pod " + p.Name + "   (its controller creates it again, through the webhook)"
-	if why, fix, ok := c.unseen(ctx, ns, p); !ok {
-		return why, fix, Fail
+func (c *Checker) pod(ctx context.Context, s *scope) (*corev1.Pod, error) {
+	return cached(c, "pod/"+s.ns+"/"+s.pod, func() (*corev1.Pod, error) {
+		return c.Clients.Kube.CoreV1().Pods(s.ns).Get(ctx, s.pod, metav1.GetOptions{})
+	})
+}
+
+func (c *Checker) checkPodExists(ctx context.Context, s *scope) []Finding {
+	p, err := c.pod(ctx, s)
+	switch {
+	case apierrors.IsNotFound(err):
+		return []Finding{problem("pod %s/%s does not exist", s.ns, s.pod)}
+	case err != nil:
+		return []Finding{cannotRead("get", "pods", s.ns, err)}
+	}
+	owner := "no controller"
+	if o, ok := patch.OwnerOf(p); ok {
+		owner = "controlled by " + o.Kind + " " + o.Name
+	}
+	return []Finding{passed("pod %s/%s exists, %s", s.ns, s.pod, owner)}
+}
+
+// checkPodInjected says how the pod was injected, or why it was not although it should
+// have been: from its annotations when it was, else from patch.Injector.Admit (the
+// webhook's own decision) on the cluster as it is now.
+func (c *Checker) checkPodInjected(ctx context.Context, s *scope) []Finding {
+	p, _ := c.pod(ctx, s)
+	if !patch.Injected(p) {
+		e := c.explain(ctx, s.ns, p)
+		if e.byChoice {
+			return nil // pod.left-out says why
+		}
+		return []Finding{e.finding("not injected: ")}
+	}
+	peers := p.Annotations[contract.AnnotationPeers]
+	if contract.Bootstraps(p.Annotations) {
+		peers = "none: it bootstraps the ring"
+	}
+	out := []Finding{passed("injected by habring into ring %s, peers %s (%s)", p.Labels[contract.LabelRing], peers, p.Annotations[contract.AnnotationPeersReason])}
+	if role, ok := p.Labels[contract.LabelRole]; ok {
+		out = append(out, passed("labelled %s=%s by its labeler", contract.LabelRole, role))
+	}
+	return out
+}
+
+func (c *Checker) checkPodLeftOut(ctx context.Context, s *scope) []Finding {
+	p, _ := c.pod(ctx, s)
+	if patch.Injected(p) {
+		return nil
+	}
+	if e := c.explain(ctx, s.ns, p); e.byChoice {
+		return []Finding{e.finding("not injected: ")}
+	}
+	return nil
+}
+
+// explanation is why a pod carries no habitat.sh/status: injected.
+type explanation struct {
+	why string
+	// byChoice is a deliberate opt-out or a pod outside any ring: a warning, not a failure.
+	byChoice bool
+	skipped  bool
+	// fix names podHint's case (.Case) and what it needs.
+	fix []string
+}
+
+func (e explanation) finding(prefix string) Finding {
+	f := problem("%s%s", prefix, e.why)
+	f.Skipped = e.skipped
+	f.Problem = !e.skipped
+	return f.with(e.fix...)
+}
+
+// explain asks patch.Injector.Admit what the webhook would do with pod p in ns now.
+func (c *Checker) explain(ctx context.Context, ns string, p *corev1.Pod) explanation {
+	if e, seen := c.unseen(ctx, ns, p); !seen {
+		return e
 	}
 	src, err := c.source(ctx)
 	if err != nil {
-		return "cannot decide: " + err.Error(), "", Skip
+		return explanation{why: "cannot decide: " + err.Error(), skipped: true}
 	}
 	inj, origin := c.injector(ctx)
 	d, err := inj.Admit(ctx, p, ns, src)
+	owner := d.Owner.Kind + " " + ns + "/" + d.Owner.Name
 	var annErr *patch.AnnotationError
 	switch {
 	case errors.As(err, &annErr):
-		return "the webhook denies it now: " + err.Error(), fmt.Sprintf("fix the annotation on %s %s/%s", d.Owner.Kind, ns, d.Owner.Name), Fail
+		return explanation{why: "the webhook denies it now: " + err.Error(), fix: []string{"Case", "annotation", "Owner", owner}}
 	case errors.Is(err, patch.ErrOwnerNotFound):
-		return "its owner is gone: " + err.Error(), "", Warn
+		return explanation{why: "its owner is gone: " + err.Error(), byChoice: true}
 	case err != nil:
-		return "the webhook denies it now: " + err.Error(), recreate, Fail
+		return explanation{why: "the webhook denies it now: " + err.Error(), fix: []string{"Case", "recreate"}}
 	case d.Skip == patch.SkipOptedOut:
-		return "opted out by its annotation " + contract.AnnotationInject + ": " + contract.InjectDisabled, "remove the annotation from the pod template to inject it", Warn
+		return explanation{why: "opted out by its annotation " + contract.AnnotationInject + ": " + contract.InjectDisabled, byChoice: true,
+			fix: []string{"Case", "opted-out", "Owner", owner}}
 	case d.Skip == patch.SkipNoOwner:
-		return "it has no StatefulSet or ReplicaSet controller, so it is in no ring", "", Warn
+		return explanation{why: "it has no StatefulSet or ReplicaSet controller, so it is in no ring", byChoice: true}
 	case d.Skip == patch.SkipNoRing:
-		return fmt.Sprintf("its %s %s has no %s annotation", d.Owner.Kind, d.Owner.Name, contract.AnnotationRing), "", Warn
+		return explanation{why: fmt.Sprintf("its %s %s has no %s annotation", d.Owner.Kind, d.Owner.Name, contract.AnnotationRing), byChoice: true}
 	}
 	peers := strings.Join(d.Result.Plan.Peers, ",")
 	if peers == "" {
 		peers = "none: it would bootstrap the ring"
 	}
-	return fmt.Sprintf("the webhook would inject it now (peers %s, %s): it was created while habring was not installed, "+
-		"its namespace was not selected, or habring was unreachable with failurePolicy Ignore", peers, origin), recreate, Fail
+	return explanation{why: fmt.Sprintf("the webhook would inject it now (peers %s, %s): it was created while habring was not installed, "+
+		"its namespace was not selected, or habring was unreachable with failurePolicy Ignore", peers, origin), fix: []string{"Case", "recreate"}}
 }
 
-// unseen reports (ok false) when the webhook never sees pod p: no installation, or its
+// unseen explains (seen false) a pod the webhook never sees: no installation, or its
 // namespace not selected. The webhook's objectSelector and matchConditions are what
-// patch.Injector.Admit checks again (owner kind, opt-out).
-func (c *Checker) unseen(ctx context.Context, ns string, p *corev1.Pod) (why, fix string, ok bool) {
+// patch.Injector.Admit checks again (owner kind, opt-out). The installation and the
+// namespace are read once for every pod.
+func (c *Checker) unseen(ctx context.Context, ns string, p *corev1.Pod) (e explanation, seen bool) {
 	inst, err := c.installation(ctx)
-	if err != nil {
-		return err.Error(), reinstall, false
+	switch {
+	case err != nil:
+		return explanation{why: "cannot tell: list MutatingWebhookConfigurations: " + err.Error(), skipped: true}, false
+	case inst == nil:
+		return explanation{why: "habring is not installed (no MutatingWebhookConfiguration has the webhook " + WebhookName + ")", fix: []string{"Case", "install"}}, false
 	}
-	if inst == nil {
-		return "habring is not installed (no MutatingWebhookConfiguration has the webhook " + WebhookName + ")", reinstall, false
-	}
-	nsObj, err := c.Clients.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	nsObj, err := cached(c, "ns/"+ns, func() (*corev1.Namespace, error) {
+		return c.Clients.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	})
 	if err != nil {
-		return "read namespace " + ns + ": " + err.Error(), "", false
+		return explanation{why: "cannot tell: read namespace " + ns + ": " + err.Error(), skipped: true}, false
 	}
 	if !inst.namespaces.Matches(labels.Set(nsObj.Labels)) {
-		return fmt.Sprintf("namespace %s is not selected by the webhook (%s)", ns, selectorString(inst.namespaces)),
-			"kubectl label namespace " + ns + " habitat.sh/inject=enabled, then kubectl -n " + ns + " delete pod " + p.Name, false
+		return explanation{why: fmt.Sprintf("namespace %s is not selected by the webhook (%s)", ns, selectorString(inst.namespaces)),
+			fix: []string{"Case", "namespace"}}, false
 	}
 	if p.Labels["app.kubernetes.io/name"] == "habring" {
-		return "the webhook's objectSelector leaves habring's own pods alone", "", false
+		return explanation{why: "the webhook's objectSelector leaves habring's own pods alone", byChoice: true}, false
 	}
-	return "", "", true
+	return explanation{}, true
 }

@@ -76,11 +76,18 @@ exit 64
 //     the same init.sh, the double running that plan's service (HABRING_DOUBLE_PLAN) with
 //     this machine's redis-server, its /hab/svc fresh at each container start as a
 //     container's file system is;
-//   - the labeler image (LabelerImageRepo): habring, and /habring-labeler;
+//   - the labeler image (LabelerImageRepo): habring, and /habring-labeler; for a tag of
+//     StartRunnerWith's tags, the habring (and its labeler) built for that tag;
 //   - busybox: this machine's /bin/sh.
 //
 // Its log and the containers' are under dir.
 func StartRunner(ctx context.Context, c *cluster.Cluster, bridge *podnet.Bridge, dir, habring string) (*runner.Runner, error) {
+	return StartRunnerWith(ctx, c, bridge, dir, habring, nil)
+}
+
+// StartRunnerWith is StartRunner with more builds of habring: tags maps a tag of the
+// labeler image (habring:<tag>) to the habring binary it holds, e.g. a previous release's.
+func StartRunnerWith(ctx context.Context, c *cluster.Cluster, bridge *podnet.Bridge, dir, habring string, tags map[string]string) (*runner.Runner, error) {
 	double := filepath.Join(dir, "hab-sup-double")
 	build := exec.CommandContext(ctx, "go", "build", "-o", double, "./test/supervisor/cmd/hab-sup-double")
 	build.Dir = RepoRoot()
@@ -115,8 +122,12 @@ func StartRunner(ctx context.Context, c *cluster.Cluster, bridge *podnet.Bridge,
 				Env:       []string{path, "HABRING_IMAGE_PKG=" + RedisImageRepo, supervisor.EnvPlan + "=" + filepath.Join(RepoRoot(), "examples", "redis")},
 				FreshDirs: []string{supervisor.EnvSupRoot, supervisor.EnvSvcRoot}}, true
 		case LabelerImageRepo:
-			return runner.Image{Entrypoint: []string{habring},
-				Files: map[string]string{"/habring": habring, contract.LabelerCommand: LabelerBinary(habring)}}, true
+			bin := habring
+			if _, tag, ok := strings.Cut(strings.TrimPrefix(ref, repo), ":"); ok && tags[tag] != "" {
+				bin = tags[tag]
+			}
+			return runner.Image{Entrypoint: []string{bin},
+				Files: map[string]string{"/habring": bin, contract.LabelerCommand: LabelerBinary(bin)}}, true
 		case "busybox":
 			return runner.Image{Entrypoint: []string{"/bin/sh"}}, true
 		}
