@@ -48,9 +48,9 @@ cluster-build: ## build the local control plane (first time ~15-25 min on 2 core
 	$(GO) run ./test/cluster/cmd/localcluster -build-only
 
 .PHONY: e2e
-e2e: cluster-build promtool ## end-to-end tests on a real kube-apiserver, controller-manager, scheduler and etcd; then the Helm chart installed on one
+e2e: cluster-build promtool ## end-to-end tests on a real kube-apiserver, controller-manager, scheduler and etcd; then the Helm chart installed, upgraded from the previous release and uninstalled on one
 	HABRING_E2E=1 $(GO) test -count=1 -v -timeout 60m ./test/e2e
-	cd test/helm && HABRING_E2E=1 $(GO) test -count=1 -v -timeout 20m -run TestInstall ./...
+	cd test/helm && HABRING_E2E=1 $(GO) test -count=1 -v -timeout 30m -run 'TestInstall|TestUpgrade' ./...
 
 GOLANGCI_LINT_VERSION := v2.15.0
 
