@@ -99,7 +99,7 @@ var catalogue = compile([]Category{
 		Severity: Error, Retry: true, run: (*Checker).checkServingCertificate,
 	}, {
 		ID: "install.certificate-validity", Description: "the serving certificate is valid for longer than --min-cert-validity",
-		Hint: "cert-manager: kubectl -n {{.ServiceNamespace}} describe certificate   (is it Ready? is renewal failing?)\n" +
+		Hint: "cert-manager: kubectl{{with .ServiceNamespace}} -n {{.}}{{end}} describe certificate   (is it Ready? is renewal failing?)\n" +
 			"without cert-manager: replace tls.crt and tls.key in the webhook's Secret; the webhook reloads them",
 		Severity: Error, run: (*Checker).checkCertificateValidity,
 	}, {
@@ -111,7 +111,7 @@ var catalogue = compile([]Category{
 		Hint: `{{template "install" .}}`, Severity: Error, Fatal: true, run: (*Checker).checkNamespaceSelector,
 	}, {
 		ID: "install.labeler-role", Description: "the labeler's ClusterRole grants patch on pods and update on leases",
-		Hint: `{{template "install" .}}{{if .Release}}   (labeler.rbac=true){{end}}`, Severity: Error, run: (*Checker).checkLabelerRole,
+		Hint: `{{template "install" .}}{{if .Release}} --set labeler.rbac=true{{end}}`, Severity: Error, run: (*Checker).checkLabelerRole,
 	}, {
 		ID: "install.labeler-role-lease-watch", Description: "the labeler's ClusterRole grants list and watch on leases: a new leader's labeler need not wait out a dead holder's Lease",
 		Hint: `{{template "upgrade" .}}`, Severity: Warning, run: (*Checker).checkLabelerRoleWatch,
@@ -120,12 +120,14 @@ var catalogue = compile([]Category{
 		Hint: `{{template "upgrade" .}}`, Severity: Warning, run: (*Checker).checkLabelerRoleEvents,
 	}, {
 		ID: "install.labeler-policies", Description: "the labeler's ValidatingAdmissionPolicies and their bindings exist: a ring pod's credentials change only its own role label and Leases",
-		Hint: `{{template "install" .}}{{if .Release}}   (labeler.policy=true){{end}}`, Severity: Error, run: (*Checker).checkLabelerPolicies,
+		Hint: `{{template "install" .}}{{if .Release}} --set labeler.policy=true{{end}}`, Severity: Error, run: (*Checker).checkLabelerPolicies,
 	}}},
 	{Name: "namespaces", scopes: once("namespaces"), Checks: []Check{{
-		ID: "namespaces.selected", Description: "the webhook selects a namespace (or --namespace exists)",
-		Hint:     `{{if .Verb}}{{template "can-i" .}}{{else if .Missing}}kubectl get namespaces{{else}}kubectl label namespace <namespace> habitat.sh/inject=enabled{{end}}`,
-		Severity: Warning, Fatal: true, run: (*Checker).checkNamespacesSelected,
+		ID: "namespaces.readable", Description: "the namespaces to check can be read (--namespace exists)",
+		Hint: `{{if .Verb}}{{template "can-i" .}}{{else}}kubectl get namespaces{{end}}`, Severity: Error, Fatal: true, run: (*Checker).checkNamespacesReadable,
+	}, {
+		ID: "namespaces.selected", Description: "the webhook selects a namespace",
+		Hint: "kubectl label namespace <namespace> habitat.sh/inject=enabled", Severity: Warning, Fatal: true, run: (*Checker).checkNamespacesSelected,
 	}}},
 	{Name: "namespace", scopes: (*Checker).namespaceScopes, Checks: []Check{{
 		ID: "namespace.injection", Description: "the webhook selects the namespace",
@@ -147,7 +149,7 @@ the labeler's log: kubectl -n {{.Namespace}} logs {{.Pod}} -c ` + contract.Label
 		Hint:     podHint,
 		Severity: Error, run: (*Checker).checkPodsInjected,
 	}, {
-		ID: "namespace.pods-left-out", Description: "no pod of a ring workload is left out of its ring by choice (opted out, or no ring owner)",
+		ID: "namespace.pods-left-out", Description: "no pod of a ring workload is left out of its ring (opted out, no ring owner, its owner gone)",
 		Hint:     podHint,
 		Severity: Warning, run: (*Checker).checkPodsLeftOut,
 	}}},
@@ -177,7 +179,7 @@ var podChecks = compile([]Category{{Name: "pod", scopes: (*Checker).podScope, Ch
 }, {
 	ID: "pod.injected", Description: "the pod is injected, or the webhook would leave it alone now", Hint: podHint, Severity: Error, run: (*Checker).checkPodInjected,
 }, {
-	ID: "pod.left-out", Description: "the pod is not left out of a ring by choice", Hint: podHint, Severity: Warning, run: (*Checker).checkPodLeftOut,
+	ID: "pod.left-out", Description: "the pod is not left out of a ring (opted out, no ring owner, its owner gone)", Hint: podHint, Severity: Warning, run: (*Checker).checkPodLeftOut,
 }}}})
 
 // podHint is what fixes a ring pod without habitat.sh/status: injected, by .Case.
@@ -186,6 +188,9 @@ const podHint = `{{if eq .Case "annotation"}}fix the annotation on {{.Owner}}
 {{- else if eq .Case "install"}}{{template "install" .}}
 {{- else if eq .Case "opted-out"}}remove the annotation ` + contract.AnnotationInject + ` from {{.Owner}}'s pod template to inject it
 {{- else if eq .Case "recreate"}}kubectl -n {{.Namespace}} delete pod {{.Pod}}   (its controller creates it again, through the webhook)
+{{- else if eq .Case "orphan"}}nothing to do: the garbage collector deletes a pod whose owner is gone (kubectl -n {{.Namespace}} delete pod {{.Pod}} to do it now)
+{{- else if eq .Case "no-owner"}}to put it on a ring, run it under a StatefulSet or Deployment annotated ` + contract.AnnotationRing + `
+{{- else if eq .Case "no-ring"}}kubectl -n {{.Namespace}} annotate {{.Owner}} ` + contract.AnnotationRing + `=<ring>   (then its pods are created again through the webhook)
 {{- end}}`
 
 func compile(cats []Category) []Category {

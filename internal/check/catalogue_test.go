@@ -2,6 +2,7 @@ package check
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -196,4 +197,54 @@ func TestReadsPerRun(t *testing.T) {
 		}
 		require.LessOrEqual(t, n, 2, "%s: %d times for 40 pods", read, n)
 	}
+}
+
+// A namespaces list the API server refuses fails the run (it is not a warning), and
+// stops it there; --namespace naming none fails too.
+func TestNamespacesUnreadable(t *testing.T) {
+	ca, err := pki.NewCA("habring-ca", 24*time.Hour*365)
+	require.NoError(t, err)
+	c := installed(t, ca, serve(t, ca, 90*24*time.Hour)).checker(t)
+	c.Clients.Kube.(*fake.Clientset).PrependReactor("list", "namespaces", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New(`namespaces is forbidden: User "dev" cannot list resource "namespaces"`)
+	})
+	out, r := run(t, c)
+	require.Equal(t, 1, r.Failed())
+	require.Equal(t, "namespaces.readable", r.Stopped)
+	require.Contains(t, out, "    kubectl auth can-i list namespaces   (habring check needs to read it)\n")
+
+	c = installed(t, ca, serve(t, ca, 90*24*time.Hour)).checker(t)
+	c.Config.Namespace = "nope"
+	out, r = run(t, c)
+	require.Equal(t, []string{"namespace nope does not exist"}, failures(r))
+	require.Contains(t, out, "    kubectl get namespaces\n")
+}
+
+// --wait re-reads the webhook configuration; a re-read that fails leaves the checks the
+// installation they started on (no nil installation), and a cancelled run says so.
+func TestWaitRereadFails(t *testing.T) {
+	ca, err := pki.NewCA("habring-ca", 24*time.Hour*365)
+	require.NoError(t, err)
+	c := installed(t, ca, serve(t, ca, 90*24*time.Hour)).checker(t)
+	var mwcLists, epLists atomic.Int32
+	kube := c.Clients.Kube.(*fake.Clientset)
+	kube.PrependReactor("list", "mutatingwebhookconfigurations", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if mwcLists.Add(1) > 1 {
+			return true, nil, errors.New("etcdserver: request timed out")
+		}
+		return false, nil, nil
+	})
+	kube.PrependReactor("list", "endpointslices", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		return a.GetNamespace() == "habring-system" && epLists.Add(1) <= 2, &discoveryv1.EndpointSliceList{}, nil
+	})
+	c.Config.Wait, c.retryEvery = time.Minute, 10*time.Millisecond
+	_, r := run(t, c)
+	require.Empty(t, failures(r))
+	require.Greater(t, mwcLists.Load(), int32(1), "read again for the retries")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r = c.Check(ctx)
+	require.True(t, r.Interrupted)
+	require.Empty(t, r.Results)
 }

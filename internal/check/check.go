@@ -91,6 +91,9 @@ func Run(ctx context.Context, cfg Config, out, progress io.Writer, _ *slog.Logge
 	if err != nil {
 		return err
 	}
+	if r.Interrupted {
+		return fmt.Errorf("interrupted: %w", context.Cause(ctx))
+	}
 	if r.Failed() > 0 {
 		return ErrChecksFailed
 	}
@@ -110,8 +113,11 @@ type Checker struct {
 	retryEvery time.Duration
 	// memo holds this try's reads (see cached).
 	memo map[string]memo
+	// found is the installation the run checks, once found (see installation).
+	found *install
 	// live answers patch.Injector.Admit's questions as the webhook's caches do; made on first use.
-	live patch.Source
+	live    patch.Source
+	liveErr error // why live could not be made: asked once a run
 	// inj decides as the webhook would, with its options (injOrigin says where they came
 	// from); made on first use.
 	inj       *patch.Injector
@@ -138,14 +144,15 @@ func (c *Checker) injector(ctx context.Context) (*patch.Injector, string) {
 // source is the webhook's view of the cluster: informer caches of StatefulSets,
 // Deployments, EndpointSlices and ring pods, synced once.
 func (c *Checker) source(ctx context.Context) (patch.Source, error) {
-	if c.live == nil {
+	if c.live == nil && c.liveErr == nil {
 		cache, err := c.Clients.Live(ctx, 30*time.Second)
 		if err != nil {
-			return nil, err
+			c.liveErr = fmt.Errorf("the webhook's view of the cluster (informer caches): %w", err)
+			return nil, c.liveErr
 		}
 		c.live = cache
 	}
-	return c.live, nil
+	return c.live, c.liveErr
 }
 
 // Check runs the checks (or, with Config.Pod, explains the pod) and reports what they found.

@@ -70,12 +70,18 @@ func (c *Checker) installations(ctx context.Context) ([]*install, error) {
 }
 
 // installation is the first installation found, or nil when habring is not installed.
+// Once found, it stays found for the run: a read again for --wait that fails or finds
+// none leaves the checks after install.webhook-configuration the installation they
+// were let run on.
 func (c *Checker) installation(ctx context.Context) (*install, error) {
 	found, err := c.installations(ctx)
-	if err != nil || len(found) == 0 {
+	switch {
+	case len(found) > 0:
+		c.found = found[0]
+	case c.found == nil:
 		return nil, err
 	}
-	return found[0], nil
+	return c.found, nil
 }
 
 func (c *Checker) checkAPI(ctx context.Context, _ *scope) []Finding {

@@ -41,18 +41,27 @@ func (c *Checker) namespaces(ctx context.Context) ([]corev1.Namespace, error) {
 	})
 }
 
-func (c *Checker) checkNamespacesSelected(ctx context.Context, _ *scope) []Finding {
+func (c *Checker) checkNamespacesReadable(ctx context.Context, _ *scope) []Finding {
 	nss, err := c.namespaces(ctx)
-	inst, _ := c.installation(ctx)
 	switch {
 	case apierrors.IsNotFound(err):
-		return []Finding{problem("namespace %s does not exist", c.Config.Namespace).with("Missing", "true")}
+		return []Finding{problem("namespace %s does not exist", c.Config.Namespace)}
 	case err != nil && c.Config.Namespace != "":
 		return []Finding{cannotRead("get", "namespaces", "", err)}
 	case err != nil:
 		return []Finding{cannotRead("list", "namespaces", "", err)}
 	case c.Config.Namespace != "":
 		return []Finding{passed("checking namespace %s only (--namespace)", c.Config.Namespace)}
+	}
+	return []Finding{passed("%d namespaces read", len(nss))}
+}
+
+func (c *Checker) checkNamespacesSelected(ctx context.Context, _ *scope) []Finding {
+	nss, _ := c.namespaces(ctx)
+	inst, _ := c.installation(ctx)
+	switch {
+	case c.Config.Namespace != "":
+		return nil // namespace.injection says whether the webhook selects it
 	case len(nss) == 0:
 		return []Finding{problem("no namespace is selected by the webhook (%s): habring injects no pod", selectorString(inst.namespaces))}
 	}
@@ -158,10 +167,12 @@ func (e readError) Error() string { return e.verb + " " + e.resource + ": " + e.
 func (c *Checker) checkRingWorkloads(ctx context.Context, s *scope) []Finding {
 	d, err := c.namespaceData(ctx, s.ns)
 	var re readError
-	if errors.As(err, &re) {
+	switch {
+	case errors.As(err, &re):
 		return []Finding{cannotRead(re.verb, re.resource, s.ns, re.err)}
-	}
-	if len(d.workloads) == 0 {
+	case err != nil:
+		return []Finding{skipped("ring workloads not read: %v", err)}
+	case len(d.workloads) == 0:
 		return []Finding{passed("no StatefulSet or Deployment in %s has the %s annotation", s.ns, contract.AnnotationRing)}
 	}
 	names := make([]string, len(d.workloads))

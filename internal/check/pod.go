@@ -93,8 +93,14 @@ func (e explanation) finding(prefix string) Finding {
 	return f.with(e.fix...)
 }
 
-// explain asks patch.Injector.Admit what the webhook would do with pod p in ns now.
+// explain asks patch.Injector.Admit what the webhook would do with pod p in ns now, once
+// a try for each pod.
 func (c *Checker) explain(ctx context.Context, ns string, p *corev1.Pod) explanation {
+	e, _ := cached(c, "explain/"+ns+"/"+p.Name+"/"+string(p.UID), func() (explanation, error) { return c.decide(ctx, ns, p), nil })
+	return e
+}
+
+func (c *Checker) decide(ctx context.Context, ns string, p *corev1.Pod) explanation {
 	if e, seen := c.unseen(ctx, ns, p); !seen {
 		return e
 	}
@@ -110,16 +116,17 @@ func (c *Checker) explain(ctx context.Context, ns string, p *corev1.Pod) explana
 	case errors.As(err, &annErr):
 		return explanation{why: "the webhook denies it now: " + err.Error(), fix: []string{"Case", "annotation", "Owner", owner}}
 	case errors.Is(err, patch.ErrOwnerNotFound):
-		return explanation{why: "its owner is gone: " + err.Error(), byChoice: true}
+		return explanation{why: "its owner is gone: " + err.Error(), byChoice: true, fix: []string{"Case", "orphan"}}
 	case err != nil:
 		return explanation{why: "the webhook denies it now: " + err.Error(), fix: []string{"Case", "recreate"}}
 	case d.Skip == patch.SkipOptedOut:
 		return explanation{why: "opted out by its annotation " + contract.AnnotationInject + ": " + contract.InjectDisabled, byChoice: true,
 			fix: []string{"Case", "opted-out", "Owner", owner}}
 	case d.Skip == patch.SkipNoOwner:
-		return explanation{why: "it has no StatefulSet or ReplicaSet controller, so it is in no ring", byChoice: true}
+		return explanation{why: "it has no StatefulSet or ReplicaSet controller, so it is in no ring", byChoice: true, fix: []string{"Case", "no-owner"}}
 	case d.Skip == patch.SkipNoRing:
-		return explanation{why: fmt.Sprintf("its %s %s has no %s annotation", d.Owner.Kind, d.Owner.Name, contract.AnnotationRing), byChoice: true}
+		return explanation{why: fmt.Sprintf("its %s %s has no %s annotation", d.Owner.Kind, d.Owner.Name, contract.AnnotationRing), byChoice: true,
+			fix: []string{"Case", "no-ring", "Owner", strings.ToLower(d.Owner.Kind) + "/" + d.Owner.Name}}
 	}
 	peers := strings.Join(d.Result.Plan.Peers, ",")
 	if peers == "" {

@@ -46,8 +46,10 @@ type Result struct {
 // Report is the results in the order they were checked.
 type Report struct {
 	Results []Result
-	// Stopped is the fatal check whose problem ended the run early, if one did.
-	Stopped string
+	// Stopped is the fatal check whose problem ended the run early, if one did;
+	// Interrupted says the run was cancelled (the checks after the last result not run).
+	Stopped     string
+	Interrupted bool
 }
 
 func (r *Report) count(s Status) int {
@@ -86,6 +88,9 @@ func (r *Report) Write(w io.Writer) error {
 	if r.Stopped != "" {
 		fmt.Fprintf(&b, "\nchecks after %s not run: they depend on it\n", r.Stopped)
 	}
+	if r.Interrupted {
+		b.WriteString("\ninterrupted: the checks after the last line were not run\n")
+	}
 	switch f, warned := r.Failed(), r.count(Warn); {
 	case f > 0:
 		fmt.Fprintf(&b, "\nStatus check results are × (%d failed, %d warnings)\n", f, warned)
@@ -109,8 +114,10 @@ type JSONReport struct {
 	Failed   int  `json:"failed"`
 	Warnings int  `json:"warnings"`
 	// Stopped is the fatal check whose problem ended the run, if one did.
-	Stopped  string        `json:"stopped,omitempty"`
-	Sections []JSONSection `json:"sections"`
+	Stopped string `json:"stopped,omitempty"`
+	// Interrupted says the run was cancelled before its end.
+	Interrupted bool          `json:"interrupted,omitempty"`
+	Sections    []JSONSection `json:"sections"`
 }
 
 // JSONSection is one scope's findings.
@@ -132,7 +139,7 @@ type JSONCheck struct {
 // JSON is the report in the -o json schema.
 func (r *Report) JSON() JSONReport {
 	out := JSONReport{SchemaVersion: SchemaVersion, Success: r.Failed() == 0, Failed: r.Failed(), Warnings: r.count(Warn),
-		Stopped: r.Stopped, Sections: []JSONSection{}}
+		Stopped: r.Stopped, Interrupted: r.Interrupted, Sections: []JSONSection{}}
 	for i, res := range r.Results {
 		if i == 0 || res.Section != r.Results[i-1].Section {
 			out.Sections = append(out.Sections, JSONSection{Name: res.Section, Category: res.Category})

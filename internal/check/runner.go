@@ -55,7 +55,7 @@ func cannotRead(verb, resource, ns string, err error) Finding {
 // the finding sets it: a hint naming any other fails to render, and the tests see it.
 var hintKeys = []string{
 	"Release", "ReleaseNamespace", "Config", "Index", "Chart", "Context", "ServiceNamespace",
-	"Namespace", "Ring", "Pod", "Pods", "Owner", "Case", "Verb", "Resource", "Selector", "Missing",
+	"Namespace", "Ring", "Pod", "Pods", "Owner", "Case", "Verb", "Resource", "Selector",
 	"ServiceAccount", "Role", "Fix", "Depart",
 }
 
@@ -89,6 +89,10 @@ func (c *Checker) runChecks(ctx context.Context, cats []Category) *Report {
 	for _, cat := range cats {
 		for _, s := range cat.scopes(c, ctx) {
 			for i := range cat.Checks {
+				if ctx.Err() != nil {
+					r.Interrupted = true
+					return r
+				}
 				chk := &cat.Checks[i]
 				found := c.attempt(ctx, chk, s)
 				fatal := false
@@ -125,7 +129,8 @@ func (c *Checker) attempt(ctx context.Context, chk *Check, s *scope) []Finding {
 		found := chk.run(c, ctx, s)
 		i := firstProblem(found)
 		every := cmp.Or(c.retryEvery, retryEvery)
-		if i < 0 || !chk.Retry || c.deadline.IsZero() || !time.Now().Add(every).Before(c.deadline) {
+		// A read the API server refused stays refused: RBAC does not change on its own.
+		if i < 0 || !chk.Retry || found[i].Vars["Verb"] != "" || c.deadline.IsZero() || !time.Now().Add(every).Before(c.deadline) {
 			return found
 		}
 		if msg := found[i].Message; msg != last {
