@@ -127,11 +127,13 @@ var catalogue = compile([]Category{
 		Hint: `{{if .Verb}}{{template "can-i" .}}{{else}}kubectl get namespaces{{end}}`, Severity: Error, Fatal: true, run: (*Checker).checkNamespacesReadable,
 	}, {
 		ID: "namespaces.selected", Description: "the webhook selects a namespace",
-		Hint: "kubectl label namespace <namespace> habitat.sh/inject=enabled", Severity: Warning, Fatal: true, run: (*Checker).checkNamespacesSelected,
+		Hint:     `{{if .Labels}}kubectl label namespace <namespace> {{.Labels}}{{else}}widen the webhook's namespaceSelector{{if .Release}} (the chart's value webhook.namespaceSelector, release {{.Release}}){{end}}{{end}}`,
+		Severity: Warning, Fatal: true, run: (*Checker).checkNamespacesSelected,
 	}}},
 	{Name: "namespace", scopes: (*Checker).namespaceScopes, Checks: []Check{{
 		ID: "namespace.injection", Description: "the webhook selects the namespace",
-		Hint: "kubectl label namespace {{.Namespace}} habitat.sh/inject=enabled", Severity: Error, run: (*Checker).checkNamespaceInjection,
+		Hint:     `{{if .Labels}}kubectl label namespace {{.Namespace}} {{.Labels}}{{else}}run the workload in a namespace the webhook selects{{end}}`,
+		Severity: Error, run: (*Checker).checkNamespaceInjection,
 	}, {
 		ID: "namespace.ring-workloads", Description: "the namespace's StatefulSets, Deployments and pods can be read",
 		Hint: `{{template "can-i" .}}`, Severity: Error, run: (*Checker).checkRingWorkloads,
@@ -184,7 +186,8 @@ var podChecks = compile([]Category{{Name: "pod", scopes: (*Checker).podScope, Ch
 
 // podHint is what fixes a ring pod without habitat.sh/status: injected, by .Case.
 const podHint = `{{if eq .Case "annotation"}}fix the annotation on {{.Owner}}
-{{- else if eq .Case "namespace"}}kubectl label namespace {{.Namespace}} habitat.sh/inject=enabled, then kubectl -n {{.Namespace}} delete pod {{.Pod}}
+{{- else if eq .Case "namespace"}}kubectl label namespace {{.Namespace}} {{.Labels}}, then kubectl -n {{.Namespace}} delete pod {{.Pod}}
+{{- else if eq .Case "excluded"}}run the workload in a namespace the webhook selects
 {{- else if eq .Case "install"}}{{template "install" .}}
 {{- else if eq .Case "opted-out"}}remove the annotation ` + contract.AnnotationInject + ` from {{.Owner}}'s pod template to inject it
 {{- else if eq .Case "recreate"}}kubectl -n {{.Namespace}} delete pod {{.Pod}}   (its controller creates it again, through the webhook)

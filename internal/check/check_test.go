@@ -19,6 +19,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
@@ -397,4 +398,63 @@ func TestLabelerRoleWithoutLeaseWatch(t *testing.T) {
 	out, r := run(t, w.checker(t))
 	require.Empty(t, failures(r))
 	require.Contains(t, out, "‼ labeler ClusterRole habring-labeler does not grant list and watch on leases: a new leader's labeler waits out a dead holder's Lease in full")
+}
+
+// The label a hint gives a namespace is the installed webhook's namespaceSelector's,
+// not the chart's default, and a namespace no label can select gets no kubectl label.
+func TestNamespaceLabelsFromSelector(t *testing.T) {
+	sel := func(ls *metav1.LabelSelector) labels.Selector {
+		s, err := metav1.LabelSelectorAsSelector(ls)
+		require.NoError(t, err)
+		return s
+	}
+	chart := &metav1.LabelSelector{MatchLabels: map[string]string{"team": "data"}, MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: "tier", Operator: metav1.LabelSelectorOpExists},
+		{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"habring-system", "kube-system"}},
+	}}
+	for _, tc := range []struct {
+		name string
+		have map[string]string
+		args string
+		ok   bool
+	}{
+		{"unlabelled", map[string]string{"kubernetes.io/metadata.name": "shop"}, "team=data tier=", true},
+		{"other team", map[string]string{"kubernetes.io/metadata.name": "shop", "team": "web", "tier": "1"}, "team=data --overwrite", true},
+		{"selected", map[string]string{"kubernetes.io/metadata.name": "shop", "team": "data", "tier": "1"}, "", true},
+		{"kube-system", map[string]string{"kubernetes.io/metadata.name": "kube-system"}, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args, ok := toSelect(sel(chart), tc.have)
+			require.Equal(t, tc.ok, ok)
+			require.Equal(t, tc.args, args)
+		})
+	}
+
+	ca, err := pki.NewCA("habring-ca", 24*time.Hour*365)
+	require.NoError(t, err)
+	w := installed(t, ca, "127.0.0.1:1")
+	w.objs[0].(*admissionregistrationv1.MutatingWebhookConfiguration).Webhooks[0].NamespaceSelector = chart
+	w.objs = append(w.objs,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-system", Labels: map[string]string{"kubernetes.io/metadata.name": "kube-system"}}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "p"}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "p"}})
+	c := w.checker(t)
+	explain := func(ns string) string {
+		c.Config.Pod = ns + "/p"
+		var b bytes.Buffer
+		require.NoError(t, c.Check(context.Background()).Write(&b))
+		require.NotContains(t, b.String(), "failed to render")
+		return b.String()
+	}
+	require.Contains(t, explain("shop"), "× not injected: namespace shop is not selected by the webhook (kubernetes.io/metadata.name notin (habring-system,kube-system),team=data,tier)\n"+
+		"    kubectl label namespace shop team=data tier=, then kubectl -n shop delete pod p")
+	out := explain("kube-system")
+	require.Contains(t, out, "× not injected: namespace kube-system is excluded by the webhook's namespaceSelector")
+	require.Contains(t, out, "    run the workload in a namespace the webhook selects")
+	require.NotContains(t, out, "kubectl label namespace")
+
+	// No namespace is selected: the hint labels with the installed selector's labels.
+	c.Config.Pod = ""
+	out, _ = run(t, c)
+	require.Contains(t, out, "kubectl label namespace <namespace> team=data tier=")
 }

@@ -22,6 +22,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/utils/ptr"
 
 	"github.com/habring/habring/contract"
@@ -322,6 +323,35 @@ func (c *Checker) checkNamespaceSelector(ctx context.Context, _ *scope) []Findin
 		return []Finding{problem("namespaceSelector of %s does not parse: %v", inst.config.Name, err)}
 	}
 	return []Finding{passed("the webhook selects namespaces where %s", selectorString(inst.namespaces))}
+}
+
+// toSelect is what `kubectl label namespace` needs to put a namespace with labels have
+// in the webhook's namespaceSelector: the arguments, "" when it is selected already, or
+// ok false when no label can (it fails a NotIn or DoesNotExist, as the release's own
+// namespace and kube-system do in the chart's selector).
+func toSelect(sel labels.Selector, have map[string]string) (args string, ok bool) {
+	reqs, _ := sel.Requirements()
+	var add []string
+	overwrite := false
+	for _, r := range reqs {
+		if r.Matches(labels.Set(have)) {
+			continue
+		}
+		switch r.Operator() {
+		case selection.In, selection.Equals, selection.DoubleEquals:
+			add = append(add, r.Key()+"="+r.Values().List()[0])
+		case selection.Exists:
+			add = append(add, r.Key()+"=")
+		default:
+			return "", false
+		}
+		_, had := have[r.Key()]
+		overwrite = overwrite || had
+	}
+	if overwrite {
+		add = append(add, "--overwrite")
+	}
+	return strings.Join(add, " "), true
 }
 
 func selectorString(s labels.Selector) string {

@@ -63,7 +63,11 @@ func (c *Checker) checkNamespacesSelected(ctx context.Context, _ *scope) []Findi
 	case c.Config.Namespace != "":
 		return nil // namespace.injection says whether the webhook selects it
 	case len(nss) == 0:
-		return []Finding{problem("no namespace is selected by the webhook (%s): habring injects no pod", selectorString(inst.namespaces))}
+		f := problem("no namespace is selected by the webhook (%s): habring injects no pod", selectorString(inst.namespaces))
+		if add, ok := toSelect(inst.namespaces, nil); ok {
+			f = f.with("Labels", add)
+		}
+		return []Finding{f}
 	}
 	names := make([]string, len(nss))
 	for i, ns := range nss {
@@ -102,10 +106,24 @@ func (c *Checker) checkNamespaceInjection(ctx context.Context, s *scope) []Findi
 	nss, _ := c.namespaces(ctx)
 	for _, ns := range nss {
 		if ns.Name == s.ns && !inst.namespaces.Matches(labels.Set(ns.Labels)) {
-			return []Finding{problem("namespace %s is not selected by the webhook (%s): its pods are not injected", s.ns, selectorString(inst.namespaces))}
+			return []Finding{notSelected(inst, &ns, "its pods are not injected")}
 		}
 	}
 	return []Finding{passed("the webhook selects namespace %s", s.ns)}
+}
+
+// notSelected is the problem of namespace ns outside the webhook's namespaceSelector,
+// with the labels that would put it in (.Labels), or none where no label can; so, if
+// given, says what follows from it.
+func notSelected(inst *install, ns *corev1.Namespace, so string) Finding {
+	if so != "" {
+		so = ": " + so
+	}
+	add, ok := toSelect(inst.namespaces, ns.Labels)
+	if !ok {
+		return problem("namespace %s is excluded by the webhook's namespaceSelector (%s), whatever its labels%s", ns.Name, selectorString(inst.namespaces), so)
+	}
+	return problem("namespace %s is not selected by the webhook (%s)%s", ns.Name, selectorString(inst.namespaces), so).with("Labels", add)
 }
 
 // ringWorkload is a StatefulSet or Deployment whose pods join a ring.

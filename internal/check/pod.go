@@ -155,8 +155,12 @@ func (c *Checker) unseen(ctx context.Context, ns string, p *corev1.Pod) (e expla
 		return explanation{why: "cannot tell: read namespace " + ns + ": " + err.Error(), skipped: true}, false
 	}
 	if !inst.namespaces.Matches(labels.Set(nsObj.Labels)) {
-		return explanation{why: fmt.Sprintf("namespace %s is not selected by the webhook (%s)", ns, selectorString(inst.namespaces)),
-			fix: []string{"Case", "namespace"}}, false
+		f := notSelected(inst, nsObj, "")
+		e := explanation{why: f.Message, fix: []string{"Case", "excluded"}}
+		if add, ok := f.Vars["Labels"]; ok {
+			e.fix = []string{"Case", "namespace", "Labels", add}
+		}
+		return e, false
 	}
 	if p.Labels["app.kubernetes.io/name"] == "habring" {
 		return explanation{why: "the webhook's objectSelector leaves habring's own pods alone", byChoice: true}, false

@@ -56,7 +56,7 @@ func cannotRead(verb, resource, ns string, err error) Finding {
 var hintKeys = []string{
 	"Release", "ReleaseNamespace", "Config", "Index", "Chart", "Context", "ServiceNamespace",
 	"Namespace", "Ring", "Pod", "Pods", "Owner", "Case", "Verb", "Resource", "Selector",
-	"ServiceAccount", "Role", "Fix", "Depart",
+	"ServiceAccount", "Role", "Fix", "Depart", "Labels",
 }
 
 // chart is the chart hints upgrade with: this repository's, as README installs it.
