@@ -475,9 +475,15 @@ func TestLeaderTakesAStaleLeaderLabelOff(t *testing.T) {
 		return pod + ` {"metadata":{"labels":{"habitat.sh/role":"` + role + `"}}}`
 	}
 	writes := slices.DeleteFunc(seen(), func(s string) bool { return s == "list" })
-	require.Equal(t, []string{label("redis-0", "none"), label("redis-1", "leader")}, writes,
-		"the other pod's label comes off before this one's goes on")
 	lists := len(seen()) - len(writes)
+	fenced := writes
+	if len(fenced) > 0 && fenced[0] == label("redis-1", "none") {
+		// The Lease not won within acquireWait (a loaded machine; CI saw it): the first
+		// decision is "none", and it is written, the pod having no role label yet.
+		fenced = fenced[1:]
+	}
+	require.Equal(t, []string{label("redis-0", "none"), label("redis-1", "leader")}, fenced,
+		"the other pod's label comes off before this one's goes on")
 	for range 3 {
 		tick(t, clk, sup, 2*l.cfg.Interval)
 	}
